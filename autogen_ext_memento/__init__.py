@@ -1,0 +1,27 @@
+"""autogen-ext-memento: a sawtooth (memento) context for AutoGen agents and teams."""
+
+from ._tokens import REQUIRED_TOKENS, add_memento_tokens, missing_tokens
+from .backends import (
+    GenerationResult,
+    MementoBackend,
+    SamplingParams,
+    SessionStats,
+    TransformersBackend,
+    TransformersBackendConfig,
+)
+from .grammar import BlockTracker, MementoConfig, MementoTokenIds
+
+__all__ = [
+    "REQUIRED_TOKENS",
+    "BlockTracker",
+    "GenerationResult",
+    "MementoBackend",
+    "MementoConfig",
+    "MementoTokenIds",
+    "SamplingParams",
+    "SessionStats",
+    "TransformersBackend",
+    "TransformersBackendConfig",
+    "add_memento_tokens",
+    "missing_tokens",
+]

@@ -1,0 +1,15 @@
+"""Memento backends: sessions that hold a conversation's compacted KV."""
+
+from ._base import FinishReason, GenerationResult, MementoBackend, SamplingParams, SessionStats, TokenCallback
+from ._transformers import TransformersBackend, TransformersBackendConfig
+
+__all__ = [
+    "FinishReason",
+    "GenerationResult",
+    "MementoBackend",
+    "SamplingParams",
+    "SessionStats",
+    "TokenCallback",
+    "TransformersBackend",
+    "TransformersBackendConfig",
+]

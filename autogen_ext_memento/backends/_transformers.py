@@ -1,0 +1,410 @@
+"""In-process transformers backend with physical KV eviction and logical RoPE positions."""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autogen_core import Component
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Self
+
+from .._tokens import add_memento_tokens
+from ..grammar import BlockTracker, EventKind, MementoConfig, MementoTokenIds, Span
+from ._base import FinishReason, GenerationResult, MementoBackend, SamplingParams, SessionStats, TokenCallback
+
+DType = Literal["float32", "bfloat16", "float16", "auto"]
+
+
+class TransformersBackendConfig(BaseModel):
+    """Configuration of :class:`TransformersBackend`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="Local directory or hub name of a causal LM (and its tokenizer).")
+    tokenizer: str | None = Field(default=None, description="Tokenizer path or name if not the model's.")
+    device: str = "cpu"
+    dtype: DType = "float32"
+    memento: MementoConfig = Field(default_factory=MementoConfig)
+    max_model_len: int | None = Field(default=None, ge=8)
+    max_sessions: int = Field(default=64, ge=1)
+    num_threads: int | None = Field(default=None, ge=1)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class _Session:
+    sid: str
+    tracker: BlockTracker
+    stats: SessionStats
+    cache: Any = None
+    ids: list[int] = field(default_factory=list)  # every logical token computed so far (evicted ones included)
+    slots: list[int] = field(default_factory=list)  # logical position of each live cache slot, ascending
+    pending: list[int] = field(default_factory=list)  # sampled but not yet computed
+    logits: Any = None  # next-token logits after the last computed token
+
+
+class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
+    """An in-process memento backend on any transformers causal LM (CPU or GPU).
+
+    Each session keeps a ``DynamicCache``. New tokens are computed at their *logical* positions (explicit
+    ``position_ids``); when the :class:`~autogen_ext_memento.grammar.BlockTracker` reports a completed memento,
+    the block's entries are cut out of every layer's keys and values, so the cache shrinks while RoPE phases of
+    everything kept stay as computed. Prompts are prefilled in segments that end at each eviction trigger, which
+    makes prefill of blocks that arrive inside a prompt exactly equal to the stage-2 training mask.
+
+    Args:
+        model: a local directory or hub name, or an already loaded ``PreTrainedModel``.
+        tokenizer: a tokenizer (or its path); defaults to the model's.
+        memento: the memento rule (see :class:`~autogen_ext_memento.grammar.MementoConfig`).
+        device: torch device.
+        dtype: weights dtype (``float32`` is exact on CPU).
+        max_model_len: logical length limit; default the model's ``max_position_embeddings``.
+        max_sessions: sessions kept; the least recently used is dropped beyond it.
+        num_threads: torch intra-op threads (measure: on a busy 2-core machine 1 can beat 2).
+
+    Example:
+
+    .. code-block:: python
+
+        from autogen_ext_memento import TransformersBackend, MementoConfig
+
+        backend = TransformersBackend("path/to/memento-model", memento=MementoConfig(keep_last_n_blocks=0))
+    """
+
+    component_type = "memento_backend"
+    component_config_schema = TransformersBackendConfig
+    component_provider_override = "autogen_ext_memento.TransformersBackend"
+
+    def __init__(
+        self,
+        model: str | Any,
+        tokenizer: str | Any | None = None,
+        *,
+        memento: MementoConfig | None = None,
+        device: str = "cpu",
+        dtype: DType = "float32",
+        max_model_len: int | None = None,
+        max_sessions: int = 64,
+        num_threads: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self._torch = torch
+        self._model_path = model if isinstance(model, str) else getattr(model, "name_or_path", None)
+        self._tokenizer_path = tokenizer if isinstance(tokenizer, str) else None
+        if isinstance(tokenizer, str) or tokenizer is None:
+            tok_src = tokenizer if isinstance(tokenizer, str) else model
+            if not isinstance(tok_src, str):
+                raise ValueError("pass a tokenizer when the model is an object")
+            tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
+        if isinstance(model, str):
+            torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+            model = AutoModelForCausalLM.from_pretrained(
+                model, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
+        self._tok = tokenizer
+        self._model = model
+        add_memento_tokens(self._tok, self._model)
+        self._model.to(device)
+        self._model.eval()
+        self._device = torch.device(device)
+        self._ids = MementoTokenIds.from_tokenizer(self._tok)
+        self._memento = memento or MementoConfig()
+        cfg_len = getattr(self._model.config, "max_position_embeddings", None) or 4096
+        self._max_len = int(max_model_len or cfg_len)
+        self._max_sessions = max_sessions
+        self._num_threads = num_threads
+        self._dtype: DType = dtype
+        self._trust = trust_remote_code
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._lock = threading.RLock()
+        self._check_full_attention()
+
+    def _check_full_attention(self) -> None:
+        cfg = self._model.config
+        types = getattr(cfg, "layer_types", None)
+        if types and any(t != "full_attention" for t in types):
+            raise ValueError(
+                f"memento eviction needs full-attention layers; this model has {sorted(set(types))} "
+                "(sliding-window layers keep counters that break under eviction)"
+            )
+
+    # --- MementoBackend --------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        return self._tok
+
+    @property
+    def model(self) -> Any:
+        """The underlying ``PreTrainedModel``."""
+        return self._model
+
+    @property
+    def memento_ids(self) -> MementoTokenIds:
+        return self._ids
+
+    @property
+    def memento_config(self) -> MementoConfig:
+        return self._memento
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_len
+
+    @property
+    def model_name(self) -> str:
+        return str(self._model_path or type(self._model).__name__)
+
+    def session_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def stats(self, session_id: str) -> SessionStats | None:
+        s = self._sessions.get(session_id)
+        return s.stats if s is not None else None
+
+    def close_session(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    def session_tokens(self, session_id: str) -> tuple[list[int], list[int]]:
+        """``(logical ids incl. pending, live slot positions)`` of a session, for inspection and tests."""
+        s = self._sessions[session_id]
+        return s.ids + s.pending, list(s.slots)
+
+    def next_token_logits(self, session_id: str, prompt_ids: Sequence[int]) -> Any:
+        """Bring the session to ``prompt_ids`` and return the next-token logits (a float32 tensor), sampling nothing.
+
+        Teacher-forced scoring and the mask-equivalence test use this.
+        """
+        with self._lock, self._torch.inference_mode():
+            sess = self._session(session_id)
+            self._sync(sess, prompt_ids)
+            return sess.logits.clone()
+
+    def generate(
+        self,
+        session_id: str,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        *,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        with self._lock, self._torch.inference_mode():
+            sess = self._session(session_id)
+            ev_before = sess.stats.evictions
+            prefilled, rebuilt = self._sync(sess, prompt_ids)
+            if len(prompt_ids) >= self._max_len:
+                return GenerationResult([], "length", prefilled, rebuilt, sess.stats.evictions - ev_before)
+            gen = self._torch.Generator(device="cpu")
+            if params.seed is not None:
+                gen.manual_seed(params.seed)
+            else:
+                gen.seed()
+            stops = set(params.stop_token_ids)
+            out: list[int] = []
+            forced = 0
+            finish: FinishReason = "length"
+            while True:
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if sess.tracker.must_close_block:
+                    tok = self._ids.block_end
+                    forced += 1
+                else:
+                    tok = self._sample(sess.logits, params, gen)
+                out.append(tok)
+                sess.stats.generated_tokens += 1
+                if on_token is not None:
+                    on_token(tok)
+                if tok in stops:
+                    finish = "stop"
+                    sess.pending = [tok]
+                    break
+                if len(out) >= params.max_new_tokens or len(sess.ids) + 1 >= self._max_len:
+                    sess.pending = [tok]
+                    break
+                self._compute(sess, [tok])
+            return GenerationResult(out, finish, prefilled, rebuilt, sess.stats.evictions - ev_before, forced)
+
+    # --- sessions --------------------------------------------------------------------------------------------
+    def _session(self, sid: str) -> _Session:
+        s = self._sessions.get(sid)
+        if s is None:
+            s = self._new_session(sid)
+            self._sessions[sid] = s
+            while len(self._sessions) > self._max_sessions:
+                self._sessions.popitem(last=False)
+        else:
+            self._sessions.move_to_end(sid)
+        return s
+
+    def _new_session(self, sid: str, stats: SessionStats | None = None) -> _Session:
+        from transformers import DynamicCache
+
+        return _Session(
+            sid,
+            BlockTracker(self._ids, self._memento),
+            stats or SessionStats(sid),
+            DynamicCache(config=self._model.config),
+        )
+
+    def _sync(self, sess: _Session, prompt_ids: Sequence[int]) -> tuple[int, bool]:
+        held = sess.ids + sess.pending
+        n = len(held)
+        if len(prompt_ids) >= n and list(prompt_ids[:n]) == held:
+            new = sess.pending + list(prompt_ids[n:])
+            rebuilt = False
+        else:
+            stats = sess.stats
+            stats.rebuilds += 1
+            fresh = self._new_session(sess.sid)
+            sess.tracker, sess.cache, sess.ids, sess.slots, sess.logits = (
+                fresh.tracker,
+                fresh.cache,
+                [],
+                [],
+                None,
+            )
+            stats.live_kv_tokens = 0
+            new = list(prompt_ids)
+            rebuilt = True
+        sess.pending = []
+        if new:
+            self._compute(sess, new)
+            sess.stats.prefill_tokens += len(new)
+        elif sess.logits is None:
+            raise ValueError("empty prompt: nothing to condition on")
+        return len(new), rebuilt
+
+    # --- compute / evict -------------------------------------------------------------------------------------
+    def _compute(self, sess: _Session, tokens: list[int]) -> None:
+        """Compute ``tokens`` at the next logical positions, evicting at every trigger in between."""
+        base = len(sess.ids)
+        start = 0  # first token of ``tokens`` not yet forwarded
+        for i, tok in enumerate(tokens):
+            for ev in sess.tracker.feed(tok, base + i):
+                if ev.kind is EventKind.ANOMALY:
+                    sess.stats.anomalies += 1
+                elif ev.kind is EventKind.MEMENTO_COMPLETED and ev.evict:
+                    assert ev.trigger is not None
+                    upto = ev.trigger - base + 1  # forward everything the trigger token may still see
+                    if upto > start:
+                        self._forward(sess, tokens[start:upto], base + start)
+                        start = upto
+                    self._evict(sess, ev.evict, ev.evicted_blocks)
+        if start < len(tokens):
+            self._forward(sess, tokens[start:], base + start)
+
+    def _forward(self, sess: _Session, tokens: list[int], first_pos: int) -> None:
+        torch = self._torch
+        n = len(tokens)
+        inp = torch.tensor([tokens], dtype=torch.long, device=self._device)
+        pos = torch.arange(first_pos, first_pos + n, dtype=torch.long, device=self._device).unsqueeze(0)
+        out = self._model(input_ids=inp, position_ids=pos, past_key_values=sess.cache, use_cache=True,
+                          logits_to_keep=1)
+        sess.logits = out.logits[0, -1].float()
+        live = len(sess.slots)
+        for k in range(n):
+            sess.stats.record(live + k + 1)
+        sess.ids.extend(tokens)
+        sess.slots.extend(range(first_pos, first_pos + n))
+        sess.stats.live_kv_tokens = len(sess.slots)
+
+    def _evict(self, sess: _Session, spans: Sequence[Span], blocks: Sequence[int]) -> None:
+        torch = self._torch
+        for s, e in spans:
+            a, b = bisect_left(sess.slots, s), bisect_left(sess.slots, e)
+            if b <= a:
+                continue
+            for layer in sess.cache.layers:
+                layer.keys = torch.cat([layer.keys[..., :a, :], layer.keys[..., b:, :]], dim=-2)
+                layer.values = torch.cat([layer.values[..., :a, :], layer.values[..., b:, :]], dim=-2)
+            del sess.slots[a:b]
+            sess.stats.evictions += 1
+            sess.stats.evicted_tokens += b - a
+        sess.stats.live_kv_tokens = len(sess.slots)
+        if self._memento.restart_mode and blocks:
+            self._restart(sess, min(sess.tracker.blocks[i].summary_start or 0 for i in blocks))
+
+    def _restart(self, sess: _Session, from_pos: int) -> None:
+        """Recompute the KV of every live token at or after ``from_pos`` without the evicted blocks."""
+        a = bisect_left(sess.slots, from_pos)
+        positions = sess.slots[a:]
+        if not positions:
+            return
+        for layer in sess.cache.layers:
+            layer.keys = layer.keys[..., :a, :]
+            layer.values = layer.values[..., :a, :]
+        del sess.slots[a:]
+        torch = self._torch
+        toks = [sess.ids[p] for p in positions]
+        inp = torch.tensor([toks], dtype=torch.long, device=self._device)
+        pos = torch.tensor([positions], dtype=torch.long, device=self._device)
+        # Positions may have gaps here (later evicted spans), so pass an explicit causal mask in slot space.
+        q = len(positions)
+        k = a + q
+        mask = torch.zeros(1, 1, q, k, dtype=sess.logits.dtype, device=self._device)
+        mask[..., a:] = torch.full((q, q), torch.finfo(mask.dtype).min, device=self._device).triu(1)
+        out = self._model(input_ids=inp, position_ids=pos, past_key_values=sess.cache, use_cache=True,
+                          attention_mask=mask.to(self._model.dtype), logits_to_keep=1)
+        sess.logits = out.logits[0, -1].float()
+        sess.slots.extend(positions)
+        sess.stats.prefill_tokens += q
+
+    def _sample(self, logits: Any, params: SamplingParams, gen: Any) -> int:
+        torch = self._torch
+        if params.temperature == 0:
+            return int(torch.argmax(logits).item())
+        x = logits / params.temperature
+        if params.top_k > 0:
+            kth = torch.topk(x, min(params.top_k, x.numel())).values[-1]
+            x = x.masked_fill(x < kth, float("-inf"))
+        if params.top_p < 1.0:
+            sorted_x, idx = torch.sort(x, descending=True)
+            cum = torch.softmax(sorted_x, -1).cumsum(-1)
+            drop = cum - torch.softmax(sorted_x, -1) > params.top_p
+            x = x.masked_fill(torch.zeros_like(drop).scatter(0, idx, drop), float("-inf"))
+        probs = torch.softmax(x, -1).cpu()
+        return int(torch.multinomial(probs, 1, generator=gen).item())
+
+    # --- component ---------------------------------------------------------------------------------------------
+    def _to_config(self) -> TransformersBackendConfig:
+        if not self._model_path:
+            raise ValueError("a backend built from an in-memory model cannot be serialised; load it from a path")
+        return TransformersBackendConfig(
+            model=self._model_path,
+            tokenizer=self._tokenizer_path,
+            device=str(self._device),
+            dtype=self._dtype,
+            memento=self._memento,
+            max_model_len=self._max_len,
+            max_sessions=self._max_sessions,
+            num_threads=self._num_threads,
+            trust_remote_code=self._trust,
+        )
+
+    @classmethod
+    def _from_config(cls, config: TransformersBackendConfig) -> Self:
+        return cls(
+            config.model,
+            config.tokenizer,
+            memento=config.memento,
+            device=config.device,
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            max_sessions=config.max_sessions,
+            num_threads=config.num_threads,
+            trust_remote_code=config.trust_remote_code,
+        )
