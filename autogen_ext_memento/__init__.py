@@ -1,5 +1,7 @@
 """autogen-ext-memento: a sawtooth (memento) context for AutoGen agents and teams."""
 
+from ._client import DEFAULT_MODEL_INFO, MementoChatCompletionClient, MementoChatCompletionClientConfig
+from ._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
 from ._tokens import REQUIRED_TOKENS, add_memento_tokens, missing_tokens
 from .backends import (
     GenerationResult,
@@ -12,6 +14,12 @@ from .backends import (
 from .grammar import BlockTracker, MementoConfig, MementoTokenIds
 
 __all__ = [
+    "DEFAULT_MODEL_INFO",
+    "MementoCallEvent",
+    "MementoChatCompletionClient",
+    "MementoChatCompletionClientConfig",
+    "MementoMalformedOutputEvent",
+    "MementoSessionRebuildEvent",
     "REQUIRED_TOKENS",
     "BlockTracker",
     "GenerationResult",

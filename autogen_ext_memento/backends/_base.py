@@ -55,8 +55,9 @@ class SessionStats:
     """Live-KV accounting of one session.
 
     ``trace[i]`` is the number of live KV entries right after the session's ``i``-th logical token was computed
-    (before an eviction that token triggers), so the trace is the sawtooth; ``full_context`` numbers are what the
-    same tokens would hold without eviction.
+    (before an eviction that token triggers), so the trace is the sawtooth. ``peak_kv_tokens``/``auc_kv`` summarise
+    it; ``full_context_kv_tokens``/``full_context_auc_kv`` are the same for a cache that never evicts (the peak and
+    summed logical length); ``logical_tokens`` is the current logical length.
     """
 
     session_id: str
@@ -74,15 +75,16 @@ class SessionStats:
     anomalies: int = 0
     trace: list[int] = field(default_factory=list)
 
-    def record(self, live: int) -> None:
-        """Account one computed token with ``live`` entries in the cache."""
+    def record(self, live: int, logical: int) -> None:
+        """Account one computed token: ``live`` entries in the cache, ``logical`` tokens in the sequence."""
         self.trace.append(live)
         self.auc_kv += live
         if live > self.peak_kv_tokens:
             self.peak_kv_tokens = live
-        self.logical_tokens += 1
-        self.full_context_kv_tokens = self.logical_tokens
-        self.full_context_auc_kv += self.logical_tokens
+        self.logical_tokens = logical
+        if logical > self.full_context_kv_tokens:
+            self.full_context_kv_tokens = logical
+        self.full_context_auc_kv += logical
 
     def summary(self, with_trace: bool = False) -> dict[str, Any]:
         d = asdict(self)

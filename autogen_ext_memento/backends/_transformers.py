@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from ..grammar import BlockTracker, EventKind, MementoConfig, MementoTokenIds, S
 from ._base import FinishReason, GenerationResult, MementoBackend, SamplingParams, SessionStats, TokenCallback
 
 DType = Literal["float32", "bfloat16", "float16", "auto"]
+LogitsProcessor = Callable[[str, list[int], Any], Any]
 
 
 class TransformersBackendConfig(BaseModel):
@@ -66,6 +67,8 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         max_model_len: logical length limit; default the model's ``max_position_embeddings``.
         max_sessions: sessions kept; the least recently used is dropped beyond it.
         num_threads: torch intra-op threads (measure: on a busy 2-core machine 1 can beat 2).
+        logits_processor: optional ``(session_id, generated_ids, logits) -> logits`` hook applied before sampling
+            (constrained decoding, scripted tests); not serialised.
 
     Example:
 
@@ -92,6 +95,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         max_sessions: int = 64,
         num_threads: int | None = None,
         trust_remote_code: bool = False,
+        logits_processor: LogitsProcessor | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -125,6 +129,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         self._num_threads = num_threads
         self._dtype: DType = dtype
         self._trust = trust_remote_code
+        self.logits_processor = logits_processor
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._lock = threading.RLock()
         self._check_full_attention()
@@ -223,7 +228,10 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
                     tok = self._ids.block_end
                     forced += 1
                 else:
-                    tok = self._sample(sess.logits, params, gen)
+                    logits = sess.logits
+                    if self.logits_processor is not None:
+                        logits = self.logits_processor(session_id, out, logits)
+                    tok = self._sample(logits, params, gen)
                 out.append(tok)
                 sess.stats.generated_tokens += 1
                 if on_token is not None:
@@ -317,7 +325,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         sess.logits = out.logits[0, -1].float()
         live = len(sess.slots)
         for k in range(n):
-            sess.stats.record(live + k + 1)
+            sess.stats.record(live + k + 1, first_pos + k + 1)
         sess.ids.extend(tokens)
         sess.slots.extend(range(first_pos, first_pos + n))
         sess.stats.live_kv_tokens = len(sess.slots)

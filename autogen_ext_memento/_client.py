@@ -1,0 +1,513 @@
+"""``MementoChatCompletionClient``: an AutoGen model client that drives a memento backend, one session per agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import warnings
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autogen_core import EVENT_LOGGER_NAME, CancellationToken, Component, ComponentModel, MessageHandlerContext
+from autogen_core.logging import LLMCallEvent
+from autogen_core.models import (
+    ChatCompletionClient,
+    CreateResult,
+    FinishReasons,
+    LLMMessage,
+    ModelCapabilities,  # type: ignore[attr-defined]
+    ModelFamily,
+    ModelInfo,
+    RequestUsage,
+    validate_model_info,
+)
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import Self
+
+from ._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
+from .backends import MementoBackend, SamplingParams, SessionStats
+from .chat_format import CLOSURE_PREFIX, IM_END, TurnEncoder, assistant_body, parse_completion, render, to_function_calls
+from .grammar import kept_positions
+
+logger = logging.getLogger(__name__)
+event_logger = logging.getLogger(EVENT_LOGGER_NAME)
+
+DEFAULT_MODEL_INFO = ModelInfo(
+    vision=False,
+    function_calling=True,
+    json_output=True,
+    family=ModelFamily.UNKNOWN,
+    structured_output=True,
+    multiple_system_messages=True,
+)
+
+
+class MementoChatCompletionClientConfig(BaseModel):
+    """Configuration of :class:`MementoChatCompletionClient` (the backend is a nested component)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: ComponentModel
+    session_id: str | None = None
+    max_new_tokens: int = Field(default=256, ge=1)
+    max_memento_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)
+    seed: int | None = None
+    model_info: ModelInfo | None = None
+
+
+@dataclass
+class _ClientSession:
+    # Generated turn bodies tokenized exactly as sampled, keyed by their canonical rendering.
+    overrides: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    result: CreateResult
+    stats: SessionStats | None
+
+
+class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCompletionClientConfig]):
+    """An AutoGen ``ChatCompletionClient`` for memento models: blocks are evicted from the KV cache as mementos complete.
+
+    Every call renders the message history in the agent chat format (:mod:`autogen_ext_memento.chat_format`) and
+    hands the token ids to the backend session of the calling agent, which appends only what is new. When the
+    history ends with a tool observation, the model first writes that block's memento (the *closure*), the block
+    is evicted, and only then does the model act again; the closure is returned at the start of
+    ``CreateResult.thought`` so a saved history re-renders to the same tokens.
+
+    Sessions: inside an AutoGen runtime (any team) the session is the calling agent's ``AgentId``; otherwise
+    ``session_id`` (or ``extra_create_args["session_id"]``), else ``"default"``. If the history no longer extends
+    what the session holds (another context truncated it, state was loaded elsewhere), the backend rebuilds the
+    session from the text and a :class:`~autogen_ext_memento.MementoSessionRebuildEvent` is logged.
+
+    ``usage.prompt_tokens`` counts the tokens actually prefilled by the call (what the KV reuse saves shows there);
+    :meth:`session_stats` has logical, live, peak and area-under-curve KV numbers.
+
+    Args:
+        backend: a :class:`~autogen_ext_memento.backends.MementoBackend`, e.g. a ``TransformersBackend``.
+        session_id: session to use outside a runtime.
+        max_new_tokens: budget of one completion.
+        max_memento_tokens: budget of one closure memento; a memento cut by it is closed with a forced
+            ``<|summary_end|>`` (logged as malformed output).
+        temperature, top_p, top_k, seed: sampling (``temperature=0`` is greedy).
+        model_info: overrides the default model info (function calling, JSON output and structured output on).
+
+    Example:
+
+    .. code-block:: python
+
+        import asyncio
+
+        from autogen_core.models import UserMessage
+        from autogen_ext_memento import MementoChatCompletionClient, TransformersBackend
+        from autogen_ext_memento.assets import tiny_model_path
+
+
+        async def main() -> None:
+            client = MementoChatCompletionClient(TransformersBackend(str(tiny_model_path())))
+            result = await client.create([UserMessage(content="hello", source="user")])
+            print(result.content, client.session_stats())
+
+
+        asyncio.run(main())
+    """
+
+    component_type = "model"
+    component_config_schema = MementoChatCompletionClientConfig
+    component_provider_override = "autogen_ext_memento.MementoChatCompletionClient"
+
+    def __init__(
+        self,
+        backend: MementoBackend,
+        *,
+        session_id: str | None = None,
+        max_new_tokens: int = 256,
+        max_memento_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+        model_info: ModelInfo | None = None,
+    ) -> None:
+        self._backend = backend
+        self._session_id = session_id
+        self._params = SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
+        )
+        self._max_memento_tokens = max_memento_tokens
+        self._model_info: ModelInfo = model_info or DEFAULT_MODEL_INFO
+        validate_model_info(self._model_info)
+        tok = backend.tokenizer
+        self._tok = tok
+        self._encoder = TurnEncoder(tok)
+        ids = backend.memento_ids
+        self._summary_end = ids.summary_end
+        self._im_end = int(tok.convert_tokens_to_ids(IM_END))
+        eos = getattr(tok, "eos_token_id", None)
+        self._stops = tuple(t for t in (self._im_end, eos) if isinstance(t, int))
+        self._closure_prefix = self._encoder.encode_text(CLOSURE_PREFIX)
+        self._sessions: dict[str, _ClientSession] = {}
+        self._lock = threading.Lock()
+        self._cur_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self.last_session_id: str | None = None
+
+    @classmethod
+    def from_model(cls, model: str, *, backend_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> Self:
+        """Build a client on a :class:`~autogen_ext_memento.TransformersBackend` loading ``model`` (path or name)."""
+        from .backends import TransformersBackend
+
+        return cls(TransformersBackend(model, **dict(backend_kwargs or {})), **kwargs)
+
+    # --- public helpers --------------------------------------------------------------------------------------
+    @property
+    def backend(self) -> MementoBackend:
+        """The backend this client drives."""
+        return self._backend
+
+    def session_stats(self, session_id: str | None = None) -> SessionStats | None:
+        """Live/peak/AUC KV accounting of a session (default: the last one used)."""
+        sid = session_id or self.last_session_id
+        return self._backend.stats(sid) if sid is not None else None
+
+    def session_ids(self) -> list[str]:
+        """Sessions the backend currently holds."""
+        return self._backend.session_ids()
+
+    def _resolve_session(self, extra: Mapping[str, Any]) -> str:
+        explicit = extra.get("session_id")
+        if explicit is not None:
+            return str(explicit)
+        try:
+            return str(MessageHandlerContext.agent_id())
+        except RuntimeError:
+            return self._session_id or "default"
+
+    def _sampling(self, extra: Mapping[str, Any]) -> SamplingParams:
+        unknown = set(extra) - {"session_id", "max_new_tokens", "temperature", "top_p", "top_k", "seed"}
+        if unknown:
+            raise ValueError(f"unsupported extra_create_args: {sorted(unknown)}")
+        p = self._params
+        return SamplingParams(
+            max_new_tokens=int(extra.get("max_new_tokens", p.max_new_tokens)),
+            temperature=float(extra.get("temperature", p.temperature)),
+            top_p=float(extra.get("top_p", p.top_p)),
+            top_k=int(extra.get("top_k", p.top_k)),
+            seed=extra.get("seed", p.seed),
+            stop_token_ids=self._stops,
+        )
+
+    # --- the call --------------------------------------------------------------------------------------------
+    def _decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False))
+
+    def _run(
+        self,
+        sid: str,
+        messages: Sequence[LLMMessage],
+        tools: Sequence[Tool | ToolSchema],
+        tool_choice: Tool | Literal["auto", "required", "none"],
+        json_output: bool | type[BaseModel] | None,
+        params: SamplingParams,
+        cancel: threading.Event,
+        on_text: Callable[[str], None] | None,
+    ) -> _Outcome:
+        with self._lock:
+            state = self._sessions.setdefault(sid, _ClientSession())
+        backend, enc = self._backend, self._encoder
+        rendering = render(messages, tools)
+        used: set[str] = set()
+        prompt_tokens = 0
+        completion_tokens = 0
+        rebuilt = False
+        evictions = 0
+        closure_text = ""
+
+        def streamer() -> tuple[list[int], Callable[[int], None] | None]:
+            toks: list[int] = []
+            if on_text is None:
+                return toks, None
+            sent = [0]
+
+            def push(t: int) -> None:
+                toks.append(t)
+                if t in self._stops:
+                    return
+                text = self._decode(toks)
+                if text.endswith("\ufffd"):
+                    return  # incomplete multi-byte character: wait for the next token
+                if len(text) > sent[0]:
+                    on_text(text[sent[0] :])
+                    sent[0] = len(text)
+
+            return toks, push
+
+        if rendering.pending_closure is not None:
+            before = rendering.upto_closure()
+            ids = enc.encode(before, state.overrides) + enc.header("assistant") + self._closure_prefix
+            _, push = streamer()
+            if push is not None:
+                on_text(CLOSURE_PREFIX)  # type: ignore[misc]
+            memento_params = SamplingParams(
+                max_new_tokens=self._max_memento_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                seed=params.seed,
+                stop_token_ids=(self._summary_end, *self._stops),
+            )
+            res = backend.generate(sid, ids, memento_params, on_token=push, cancel=cancel)
+            prompt_tokens += res.prompt_tokens
+            completion_tokens += len(res.token_ids)
+            rebuilt |= res.rebuilt
+            evictions += res.evictions
+            body_ids = self._closure_prefix + res.token_ids
+            if not res.token_ids or res.token_ids[-1] != self._summary_end:
+                body_ids = body_ids + [self._summary_end]
+                event_logger.info(
+                    MementoMalformedOutputEvent(session_id=sid, problem="memento not terminated", forced=True)
+                )
+                if push is not None:
+                    on_text(self._decode([self._summary_end]))  # type: ignore[misc]
+            closure_text = self._decode(body_ids)
+            state.overrides[closure_text] = body_ids
+            rendering = rendering.with_closure(closure_text)
+            if cancel.is_set():
+                raise asyncio.CancelledError()
+
+        rendering.generation_prompt = True
+        ids = enc.encode(rendering, state.overrides)
+        used.update(t.body for t in rendering.turns if t.generated)
+        _, push = streamer()
+        res = backend.generate(sid, ids, params, on_token=push, cancel=cancel)
+        if res.finish_reason == "cancelled":
+            raise asyncio.CancelledError()
+        prompt_tokens += res.prompt_tokens
+        completion_tokens += len(res.token_ids)
+        rebuilt |= res.rebuilt
+        evictions += res.evictions
+        gen = list(res.token_ids)
+        stop = gen[-1] if gen and gen[-1] in self._stops and res.finish_reason == "stop" else None
+        body = gen[:-1] if stop is not None else gen
+        text = self._decode(body)
+        parsed = parse_completion(text)
+        if parsed.malformed:
+            event_logger.info(MementoMalformedOutputEvent(session_id=sid, problem=parsed.malformed))
+        finish: FinishReasons
+        content: str | list[Any]
+        if parsed.tool_calls and tool_choice != "none":
+            content = to_function_calls(parsed)
+            finish = "function_calls"
+            thought_rest = parsed.thought
+        else:
+            content = text if parsed.tool_calls else parsed.content
+            thought_rest = None if parsed.tool_calls else parsed.thought
+            finish = "length" if res.finish_reason == "length" else "stop"
+        # Remember the exact sampled ids under the body the next render will produce for this message.
+        exact = body + ([stop] if stop is not None and stop != self._im_end else [])
+        canonical = assistant_body(thought_rest, content)
+        state.overrides[canonical] = exact
+        used.update((closure_text, canonical))
+        for key in [k for k in state.overrides if k not in used]:
+            del state.overrides[key]
+
+        if json_output is not None and json_output is not False and isinstance(content, str):
+            self._validate_json(content, json_output)
+        thought = (closure_text + (thought_rest or "")) or None
+        usage = RequestUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        result = CreateResult(finish_reason=finish, content=content, usage=usage, cached=False, thought=thought)
+        stats = backend.stats(sid)
+        if rebuilt:
+            event_logger.info(
+                MementoSessionRebuildEvent(
+                    session_id=sid, reason="history does not extend the session's tokens", prompt_tokens=prompt_tokens
+                )
+            )
+        event_logger.info(
+            MementoCallEvent(
+                session_id=sid,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                evictions=evictions,
+                closure=bool(closure_text),
+                rebuilt=rebuilt,
+                stats=stats.summary() if stats else None,
+            )
+        )
+        return _Outcome(result, stats)
+
+    @staticmethod
+    def _validate_json(content: str, json_output: bool | type[BaseModel]) -> None:
+        try:
+            if isinstance(json_output, type) and issubclass(json_output, BaseModel):
+                json_output.model_validate_json(content)
+            else:
+                json.loads(content)
+        except (json.JSONDecodeError, ValidationError) as e:
+            what = "JSON" if json_output is True else f"JSON for {getattr(json_output, '__name__', json_output)}"
+            raise ValueError(f"json_output requested but the model did not return valid {what}: {e}") from e
+
+    def _finish(self, result: CreateResult, messages: Sequence[LLMMessage], tools: Sequence[Any]) -> None:
+        self._cur_usage = result.usage
+        self._total_usage = RequestUsage(
+            prompt_tokens=self._total_usage.prompt_tokens + result.usage.prompt_tokens,
+            completion_tokens=self._total_usage.completion_tokens + result.usage.completion_tokens,
+        )
+        event_logger.info(
+            LLMCallEvent(
+                messages=[m.model_dump() for m in messages],
+                response=result.model_dump(),
+                prompt_tokens=result.usage.prompt_tokens,
+                completion_tokens=result.usage.completion_tokens,
+                tools=[t if isinstance(t, dict) else t.schema for t in tools],
+            )
+        )
+
+    def _check(self, json_output: bool | type[BaseModel] | None, tools: Sequence[Tool | ToolSchema]) -> None:
+        if json_output not in (None, False) and not self._model_info["json_output"]:
+            raise ValueError("json_output requested but model_info['json_output'] is False")
+        if tools and not self._model_info["function_calling"]:
+            raise ValueError("tools given but model_info['function_calling'] is False")
+
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        """Generate one completion for the calling agent's session (blocking work runs in a thread)."""
+        self._check(json_output, tools)
+        sid = self._resolve_session(extra_create_args)
+        self.last_session_id = sid
+        params = self._sampling(extra_create_args)
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(
+            None, self._run, sid, messages, tools, tool_choice, json_output, params, cancel, None
+        )
+        fut.add_done_callback(lambda f: cancel.set() if f.cancelled() else None)
+        if cancellation_token is not None:
+            cancellation_token.link_future(fut)
+        try:
+            outcome = await fut
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        self._finish(outcome.result, messages, tools)
+        return outcome.result
+
+    async def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        """Stream string deltas (closure memento, reasoning, answer or tool call text), then one ``CreateResult``."""
+        self._check(json_output, tools)
+        sid = self._resolve_session(extra_create_args)
+        self.last_session_id = sid
+        params = self._sampling(extra_create_args)
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def on_text(delta: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, delta)
+
+        def work() -> _Outcome:
+            try:
+                return self._run(sid, messages, tools, tool_choice, json_output, params, cancel, on_text)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        fut = loop.run_in_executor(None, work)
+        if cancellation_token is not None:
+            cancellation_token.link_future(fut)
+        try:
+            while True:
+                delta = await queue.get()
+                if delta is None:
+                    break
+                yield delta
+            outcome = await fut
+        finally:
+            if not fut.done():
+                cancel.set()  # the consumer stopped early: let the worker thread return
+        self._finish(outcome.result, messages, tools)
+        yield outcome.result
+
+    # --- accounting ------------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Release the backend's sessions."""
+        self._backend.close()
+
+    def actual_usage(self) -> RequestUsage:
+        return self._cur_usage
+
+    def total_usage(self) -> RequestUsage:
+        return self._total_usage
+
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        """Logical prompt tokens of ``messages`` with the real tokenizer (including the generation prompt)."""
+        return len(self._encoder.encode(render(messages, tools, add_generation_prompt=True)))
+
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        """The model length minus the tokens that stay *live* after the rendered history's blocks are evicted."""
+        ids = self._encoder.encode(render(messages, tools, add_generation_prompt=True))
+        kept = len(kept_positions(ids, self._backend.memento_ids, self._backend.memento_config))
+        return max(0, self._backend.max_model_len - kept)
+
+    @property
+    def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
+        warnings.warn("capabilities is deprecated, use model_info instead", DeprecationWarning, stacklevel=2)
+        return self._model_info  # type: ignore[return-value]
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self._model_info
+
+    # --- component -------------------------------------------------------------------------------------------
+    def _to_config(self) -> MementoChatCompletionClientConfig:
+        p = self._params
+        return MementoChatCompletionClientConfig(
+            backend=self._backend.dump_component(),
+            session_id=self._session_id,
+            max_new_tokens=p.max_new_tokens,
+            max_memento_tokens=self._max_memento_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k,
+            seed=p.seed,
+            model_info=self._model_info,
+        )
+
+    @classmethod
+    def _from_config(cls, config: MementoChatCompletionClientConfig) -> Self:
+        backend = MementoBackend.load_component(config.backend)
+        return cls(
+            backend,
+            session_id=config.session_id,
+            max_new_tokens=config.max_new_tokens,
+            max_memento_tokens=config.max_memento_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=config.top_k,
+            seed=config.seed,
+            model_info=config.model_info,
+        )
