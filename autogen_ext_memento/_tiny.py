@@ -55,7 +55,7 @@ def build_tiny_qwen3(
     kv_heads: int = 2,
     head_dim: int = 16,
     intermediate_size: int = 128,
-    max_position_embeddings: int = 2048,
+    max_position_embeddings: int = 8192,
     seed: int = 0,
     attn_implementation: str = "sdpa",
 ) -> Any:

@@ -1,0 +1,101 @@
+"""Scenarios for ``autogen-memento demo``: the shipped trained model on its task, or a scripted fallback."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autogen_core.tools import FunctionTool
+
+
+@dataclass
+class Scenario:
+    """What the demo runs: a model and tokenizer, the agent's tools and task, and how to judge the answer."""
+
+    model: Any
+    tokenizer: Any
+    model_name: str
+    policy: str
+    system_message: str
+    task: str
+    tools: list[FunctionTool]
+    expected: str | None
+    max_new_tokens: int = 256
+    logits_processor: Callable[[str, list[int], Any], Any] | None = None
+    calls: list[str] = field(default_factory=list)
+
+    def turns(self) -> int:
+        return len(self.calls)
+
+
+def make_scenario(model_dir: str | None, *, blocks: int, seed: int) -> Scenario:
+    """The trained tiny model on the synthetic task when available, else a scripted policy on a random model."""
+    trained = _trained_scenario(model_dir, blocks=blocks, seed=seed)
+    return trained if trained is not None else _scripted_scenario(model_dir, blocks=blocks, seed=seed)
+
+
+def _trained_scenario(model_dir: str | None, *, blocks: int, seed: int) -> Scenario | None:
+    try:
+        from ..tasks import demo_scenario  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    scenario: Scenario | None = demo_scenario(model_dir, blocks=blocks, seed=seed)
+    return scenario
+
+
+def _scripted_scenario(model_dir: str | None, *, blocks: int, seed: int) -> Scenario:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .._tiny import build_tiny_qwen3, build_tokenizer
+    from ..testing import ScriptedCompletions
+
+    rnd = random.Random(seed)
+    items = ["bolts", "nuts", "gears", "valves"]
+    pages: list[str] = []
+    totals = dict.fromkeys(items, 0)
+    for page in range(1, blocks + 1):
+        item = rnd.choice(items)
+        n = rnd.randint(1, 9)
+        totals[item] += n
+        filler = " ".join(rnd.choice(["shelf", "crate", "checked", "ok", "aisle", "dock", "sealed"]) for _ in range(60))
+        pages.append(f"page {page}: received {n} {item}. notes: {filler}")
+    calls: list[str] = []
+
+    def read_page(page: int) -> str:
+        """Read one page of the warehouse log."""
+        calls.append(f"read_page({page})")
+        return pages[page - 1] if 1 <= page <= len(pages) else "no such page"
+
+    script: list[str] = []
+    running = dict.fromkeys(items, 0)
+    for page in range(1, blocks + 1):
+        call = json.dumps({"name": "read_page", "arguments": {"page": page}})
+        script.append(f"<|block_start|>read page {page}<tool_call>\n{call}\n</tool_call><|im_end|>")
+        n_text, item = pages[page - 1].split(": received ")[1].split(".")[0].split(" ")
+        running[item] += int(n_text)
+        script.append(" ".join(f"{k}={v}" for k, v in running.items()) + "<|summary_end|>")
+    answer = ", ".join(f"{k}={v}" for k, v in totals.items())
+    script.append(f"totals: {answer}<|im_end|>")
+    if model_dir:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        name = model_dir
+    else:
+        tok = build_tokenizer()
+        model = build_tiny_qwen3(len(tok))
+        name = "random tiny Qwen3 (built locally)"
+    return Scenario(
+        model=model,
+        tokenizer=tok,
+        model_name=name,
+        policy="scripted (no trained memento model found: the tokens are forced, the KV work is real)",
+        system_message="You audit a warehouse log. Read every page with the tool, keep running totals.",
+        task=f"The log has {blocks} pages. Report the total received per item.",
+        tools=[FunctionTool(read_page, description="Read one page of the warehouse log.")],
+        expected=f"totals: {answer}",
+        logits_processor=ScriptedCompletions(tok, script),
+        calls=calls,
+    )

@@ -1,0 +1,261 @@
+"""The fact tracker: a procedural, seeded long-horizon agent task in the real agent chat format.
+
+The agent must report the final value of a few *goal keys* after reading a paged log through a ``read(cursor)``
+tool. Every page holds ``key value`` lines (mostly distractors: facts about other keys) and the cursor of the next
+page (``next none`` on the last page). After each observation the model writes a *state memento* — the next cursor
+and the current value of every goal key (``?`` while unseen) — so, once the block is evicted, state is carried
+forward only through mementos. The final answer needs facts that live only in evicted blocks.
+
+An episode is a list of AutoGen messages exactly as :class:`~autogen_agentchat.agents.AssistantAgent` records them
+through :class:`~autogen_ext_memento.MementoChatCompletionClient`::
+
+    SystemMessage(SYSTEM_PROMPT)
+    UserMessage(goal)
+    AssistantMessage([FunctionCall(read, {"cursor": 0})])
+    FunctionExecutionResultMessage([page 1])
+    AssistantMessage([FunctionCall(read, {"cursor": c1})], thought="<|block_end|><|summary_start|>next c1 ...<|summary_end|>")
+    ...
+    AssistantMessage("alpha 7 bravo ? echo 12", thought="<|block_end|><|summary_start|>next none ...<|summary_end|>")
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from autogen_core import FunctionCall
+from autogen_core.models import (
+    AssistantMessage,
+    FunctionExecutionResult,
+    FunctionExecutionResultMessage,
+    LLMMessage,
+    SystemMessage,
+    UserMessage,
+)
+from autogen_core.tools import FunctionTool
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..grammar import SUMMARY_END, SUMMARY_START
+from ..chat_format import CLOSURE_PREFIX
+
+KEYS: tuple[str, ...] = (
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
+    "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey",
+    "yankee",
+)  # fmt: skip
+UNKNOWN = "?"
+END_CURSOR = "none"
+TOOL_NAME = "read"
+TOOL_DESCRIPTION = "Read one log page: key value lines, then the cursor of the next page."
+SYSTEM_PROMPT = "You track facts in a paged log. After each page write the next cursor and the value of every goal key."
+AGENT_NAME = "tracker"
+
+
+class FactTrackerConfig(BaseModel):
+    """Shape of fact-tracker episodes.
+
+    Args:
+        goal_keys: how many keys the agent must track (the memento holds all of them).
+        facts_per_page: ``key value`` lines per page (the observation's bulk).
+        goal_fact_prob: probability that a fact is about a goal key (the rest are distractors).
+        min_pages / max_pages: page count, drawn uniformly per episode.
+        n_values: values are the integers ``0 .. n_values-1``.
+        n_keys: size of the key pool (a prefix of :data:`KEYS`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    goal_keys: int = Field(default=3, ge=1)
+    facts_per_page: int = Field(default=10, ge=1)
+    goal_fact_prob: float = Field(default=0.2, ge=0.0, le=1.0)
+    min_pages: int = Field(default=2, ge=1)
+    max_pages: int = Field(default=8, ge=1)
+    n_values: int = Field(default=100, ge=2, le=100)
+    n_keys: int = Field(default=len(KEYS), ge=2, le=len(KEYS))
+
+    @model_validator(mode="after")
+    def _check(self) -> FactTrackerConfig:
+        if self.min_pages > self.max_pages:
+            raise ValueError(f"min_pages {self.min_pages} > max_pages {self.max_pages}")
+        if self.goal_keys > self.n_keys:
+            raise ValueError(f"goal_keys {self.goal_keys} > n_keys {self.n_keys}")
+        return self
+
+    def with_pages(self, pages: int) -> FactTrackerConfig:
+        """The same task with exactly ``pages`` pages per episode."""
+        return self.model_copy(update={"min_pages": pages, "max_pages": pages})
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the log: its cursor, its facts in order and the next cursor (``None`` on the last page)."""
+
+    cursor: int
+    facts: tuple[tuple[str, int], ...]
+    next_cursor: int | None
+
+    @property
+    def text(self) -> str:
+        lines = [f"{k} {v}" for k, v in self.facts]
+        lines.append(f"next {END_CURSOR if self.next_cursor is None else self.next_cursor}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One seeded episode: goal keys, pages, and the reference mementos and answer."""
+
+    goal: tuple[str, ...]
+    pages: tuple[Page, ...]
+    seed: int = 0
+    states: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+
+    @property
+    def goal_text(self) -> str:
+        return (
+            f"Track {' '.join(self.goal)}. Call {TOOL_NAME} with cursor 0, then with each next cursor until next is "
+            f"{END_CURSOR}. Then answer with the final value of each key."
+        )
+
+    def state_after(self, page_index: int) -> dict[str, str]:
+        """Value of every goal key after reading pages ``0 .. page_index``."""
+        state = dict.fromkeys(self.goal, UNKNOWN)
+        for page in self.pages[: page_index + 1]:
+            for k, v in page.facts:
+                if k in state:
+                    state[k] = str(v)
+        return state
+
+    def memento(self, page_index: int) -> str:
+        """The reference memento written after page ``page_index``."""
+        nxt = self.pages[page_index].next_cursor
+        state = self.state_after(page_index)
+        return f"next {END_CURSOR if nxt is None else nxt} " + " ".join(f"{k} {state[k]}" for k in self.goal)
+
+    @property
+    def answer(self) -> str:
+        """The reference final answer."""
+        state = self.state_after(len(self.pages) - 1)
+        return " ".join(f"{k} {state[k]}" for k in self.goal)
+
+    @property
+    def answer_values(self) -> dict[str, str]:
+        return self.state_after(len(self.pages) - 1)
+
+
+def sample_episode(rng: random.Random, config: FactTrackerConfig | None = None, seed: int = 0) -> Episode:
+    """Draw one episode from ``rng``."""
+    cfg = config or FactTrackerConfig()
+    pool = list(KEYS[: cfg.n_keys])
+    goal = tuple(rng.sample(pool, cfg.goal_keys))
+    others = [k for k in pool if k not in goal]
+    n_pages = rng.randint(cfg.min_pages, cfg.max_pages)
+    # Cursors are distinct random page ids (1..99), so the task needs no counting and generalises to any length.
+    cursors = [0] + rng.sample(range(1, 100), min(n_pages - 1, 99))
+    while len(cursors) < n_pages:  # more than 100 pages: allow repeats beyond the pool
+        cursors.append(rng.randint(1, 99))
+    pages = []
+    for i in range(n_pages):
+        facts = []
+        for _ in range(cfg.facts_per_page):
+            key = rng.choice(goal) if rng.random() < cfg.goal_fact_prob else rng.choice(others)
+            facts.append((key, rng.randrange(cfg.n_values)))
+        nxt = cursors[i + 1] if i + 1 < n_pages else None
+        pages.append(Page(cursors[i], tuple(facts), nxt))
+    return Episode(goal, tuple(pages), seed)
+
+
+def sample_episodes(n: int, seed: int, config: FactTrackerConfig | None = None) -> list[Episode]:
+    """``n`` episodes drawn from one seeded generator (the same ``seed`` always gives the same episodes)."""
+    rng = random.Random(seed)
+    return [sample_episode(rng, config, seed) for _ in range(n)]
+
+
+class FactTrackerEnv:
+    """The tool environment of one episode: ``read(cursor)`` returns the page at that cursor."""
+
+    def __init__(self, episode: Episode) -> None:
+        self.episode = episode
+        self._by_cursor = {p.cursor: p for p in episode.pages}
+        self.calls: list[int] = []
+
+    def read(self, cursor: int) -> str:
+        """Read one log page: key value lines, then the cursor of the next page."""
+        self.calls.append(cursor)
+        page = self._by_cursor.get(int(cursor))
+        if page is None:
+            return f"error: no page at cursor {cursor}"
+        return page.text
+
+    def tool(self) -> FunctionTool:
+        """A real AutoGen :class:`FunctionTool` bound to this environment (schema identical for every episode)."""
+
+        def read(cursor: int) -> str:
+            return self.read(cursor)
+
+        return FunctionTool(read, description=TOOL_DESCRIPTION, name=TOOL_NAME)
+
+
+def tool_schema_tool() -> FunctionTool:
+    """A tool with the task's schema (for rendering training data; it is never called)."""
+    return FactTrackerEnv(Episode((), ())).tool()
+
+
+def closure(memento: str) -> str:
+    """The closure text a model writes after an observation, as it appears at the start of the next thought."""
+    return f"{CLOSURE_PREFIX}{memento}{SUMMARY_END}"
+
+
+def episode_messages(episode: Episode, *, upto_page: int | None = None, with_answer: bool = True) -> list[LLMMessage]:
+    """The episode as the AutoGen messages an agent driving it would record (see the module docstring)."""
+    msgs: list[LLMMessage] = [SystemMessage(content=SYSTEM_PROMPT), UserMessage(content=episode.goal_text, source="user")]
+    n = len(episode.pages) if upto_page is None else upto_page
+    for i, page in enumerate(episode.pages[:n]):
+        thought = closure(episode.memento(i - 1)) if i > 0 else None
+        call = FunctionCall(id=f"call_{i}", name=TOOL_NAME, arguments=json.dumps({"cursor": page.cursor}))
+        msgs.append(AssistantMessage(content=[call], thought=thought, source=AGENT_NAME))
+        msgs.append(
+            FunctionExecutionResultMessage(
+                content=[FunctionExecutionResult(content=page.text, name=TOOL_NAME, call_id=call.id, is_error=False)]
+            )
+        )
+    if with_answer and n == len(episode.pages):
+        msgs.append(AssistantMessage(content=episode.answer, thought=closure(episode.memento(n - 1)), source=AGENT_NAME))
+    return msgs
+
+
+_PAIR_RE = re.compile(r"([a-z]+)\s+(\S+)")
+
+
+def parse_answer(text: str) -> dict[str, str]:
+    """Read ``key value`` pairs from an answer (later pairs win)."""
+    return {k: v for k, v in _PAIR_RE.findall(text.strip())}
+
+
+def score_answer(episode: Episode, text: str) -> tuple[bool, float]:
+    """``(exact, per_key)``: every goal key right (and nothing else), and the fraction of goal keys right."""
+    got = parse_answer(text)
+    ref = episode.answer_values
+    right = sum(got.get(k) == v for k, v in ref.items())
+    exact = right == len(ref) and text.strip() == episode.answer
+    return exact, right / max(1, len(ref))
+
+
+def memento_of(closure_text: str) -> str:
+    """The memento inside a closure (``<|block_end|><|summary_start|>…<|summary_end|>``)."""
+    start = closure_text.find(SUMMARY_START)
+    end = closure_text.find(SUMMARY_END)
+    if start < 0:
+        return closure_text
+    return closure_text[start + len(SUMMARY_START) : end if end >= 0 else None]
+
+
+def corpus(episodes: Sequence[Episode]) -> list[str]:
+    """Rendered text of episodes (to train a tokenizer on the exact strings the model will see)."""
+    from ..chat_format import render
+
+    tool = tool_schema_tool()
+    return [render(episode_messages(e), [tool]).text for e in episodes]

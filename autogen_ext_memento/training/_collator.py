@@ -1,0 +1,97 @@
+"""The memento data collator: dynamic padding, explicit positions and a per-sample 4-D attention mask.
+
+Stage 1 trains with plain causal attention; stage 2 with the memento rule from
+:func:`~autogen_ext_memento.grammar.build_visibility` — the same tracker replay the backends use to evict, so the
+training mask and inference eviction cannot drift apart. The mask is additive (0 / ``finfo.min``) because a boolean
+4-D mask is silently mis-applied by eager attention; it already contains causality and padding, as a 4-D mask
+bypasses transformers' own mask logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..grammar import MementoConfig, MementoTokenIds, build_visibility
+
+IGNORE_INDEX = -100
+MASK_KEY = "memento_attention_mask"
+"""Batch key of the 4-D additive mask (the trainer swaps it in as ``attention_mask`` for the forward pass)."""
+
+
+class MementoCollator:
+    """Pads tokenized samples and builds their stage-1 or stage-2 attention masks.
+
+    Each feature is a mapping with ``input_ids`` and ``labels`` (``-100`` where no loss is taken). The batch holds
+    ``input_ids``, ``labels`` (padding is ``-100``), ``position_ids`` (``0..L-1`` per sample: tokens are hidden, never
+    removed, so positions stay contiguous in the original order), a 2-D ``attention_mask`` (1 on real tokens; for
+    token counting) and :data:`MASK_KEY`, a ``[B, 1, L, L]`` additive float mask.
+
+    Padded positions see only themselves, so no softmax row is empty; real tokens never see padding.
+
+    Args:
+        memento_ids: ids of the four memento tokens.
+        stage: 1 (causal) or 2 (memento rule).
+        config: the memento rule for stage 2 (default: evict at each memento, delimiters kept visible).
+        pad_token_id: id used to pad ``input_ids``.
+        pad_to_multiple_of: round the padded length up (helps kernels; 1 = no rounding).
+        dtype: dtype of the additive mask (the model's compute dtype).
+    """
+
+    def __init__(
+        self,
+        memento_ids: MementoTokenIds,
+        *,
+        stage: int = 2,
+        config: MementoConfig | None = None,
+        pad_token_id: int = 0,
+        pad_to_multiple_of: int = 1,
+        dtype: Any = None,
+    ) -> None:
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        self.memento_ids = memento_ids
+        self.stage = stage
+        self.config = config or MementoConfig(keep_last_n_blocks=0)
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = max(1, pad_to_multiple_of)
+        self.dtype = dtype
+
+    def visibility(self, input_ids: Sequence[int]) -> Any:
+        """The boolean ``[L, L]`` visibility of one unpadded sample under this collator's stage."""
+        return build_visibility(list(input_ids), self.memento_ids, self.config, stage=self.stage)
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        dtype = self.dtype if self.dtype is not None else torch.float32
+        ids_list = [list(map(int, f["input_ids"])) for f in features]
+        labels_list = [list(map(int, f["labels"])) if "labels" in f else list(ids) for f, ids in zip(features, ids_list, strict=True)]
+        n = max(len(x) for x in ids_list)
+        m = self.pad_to_multiple_of
+        n = ((n + m - 1) // m) * m
+        b = len(ids_list)
+        input_ids = torch.full((b, n), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((b, n), IGNORE_INDEX, dtype=torch.long)
+        attn = torch.zeros((b, n), dtype=torch.long)
+        visible = torch.zeros((b, 1, n, n), dtype=torch.bool)
+        eye = torch.eye(n, dtype=torch.bool)
+        for i, (ids, lab) in enumerate(zip(ids_list, labels_list, strict=True)):
+            if len(lab) != len(ids):
+                raise ValueError(f"sample {i}: {len(ids)} input_ids but {len(lab)} labels")
+            k = len(ids)
+            input_ids[i, :k] = torch.tensor(ids, dtype=torch.long)
+            labels[i, :k] = torch.tensor(lab, dtype=torch.long)
+            attn[i, :k] = 1
+            visible[i, 0] = eye  # padded rows attend to themselves only
+            visible[i, 0, :k, :k] = self.visibility(ids)
+        positions = torch.arange(n, dtype=torch.long).unsqueeze(0).expand(b, n).contiguous()
+        additive = torch.zeros((b, 1, n, n), dtype=dtype)
+        additive.masked_fill_(~visible, torch.finfo(dtype).min)
+        return {
+            "input_ids": input_ids,
+            "labels": labels,
+            "position_ids": positions,
+            "attention_mask": attn,
+            MASK_KEY: additive,
+        }
