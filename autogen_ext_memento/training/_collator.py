@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..grammar import MementoConfig, MementoTokenIds, build_visibility
+from ..grammar import MementoConfig, MementoTokenIds, build_visibility, visibility_to_additive
 
 IGNORE_INDEX = -100
 MASK_KEY = "memento_attention_mask"
@@ -66,7 +66,10 @@ class MementoCollator:
 
         dtype = self.dtype if self.dtype is not None else torch.float32
         ids_list = [list(map(int, f["input_ids"])) for f in features]
-        labels_list = [list(map(int, f["labels"])) if "labels" in f else list(ids) for f, ids in zip(features, ids_list, strict=True)]
+        labels_list = [
+            list(map(int, f["labels"])) if "labels" in f else list(ids)
+            for f, ids in zip(features, ids_list, strict=True)
+        ]
         n = max(len(x) for x in ids_list)
         m = self.pad_to_multiple_of
         n = ((n + m - 1) // m) * m
@@ -86,8 +89,7 @@ class MementoCollator:
             visible[i, 0] = eye  # padded rows attend to themselves only
             visible[i, 0, :k, :k] = self.visibility(ids)
         positions = torch.arange(n, dtype=torch.long).unsqueeze(0).expand(b, n).contiguous()
-        additive = torch.zeros((b, 1, n, n), dtype=dtype)
-        additive.masked_fill_(~visible, torch.finfo(dtype).min)
+        additive = visibility_to_additive(visible, dtype)
         return {
             "input_ids": input_ids,
             "labels": labels,

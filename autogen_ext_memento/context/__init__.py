@@ -1,0 +1,52 @@
+"""Sawtooth model contexts: blocks, memento writers, the compaction policy and ``MementoChatCompletionContext``."""
+
+from ._blocks import Block, BlockBuilder, BlockKind, TokenCounter, approx_tokens, build_blocks, message_text
+from ._compactor import DIGEST_HEADER, DIGEST_SOURCE, CompactionPolicy, ViewStats, compact, memento_line
+from ._context import (
+    STATE_VERSION,
+    MementoChatCompletionContext,
+    MementoChatCompletionContextConfig,
+    client_counter,
+)
+from ._writers import (
+    COMPRESSION_PROMPT,
+    JUDGE_PROMPT,
+    ClosureMementoWriter,
+    ClosureMementoWriterConfig,
+    LLMMementoWriter,
+    LLMMementoWriterConfig,
+    MementoWriter,
+    ObservationMaskingWriter,
+    ObservationMaskingWriterConfig,
+    mask_block,
+)
+
+__all__ = [
+    "COMPRESSION_PROMPT",
+    "DIGEST_HEADER",
+    "DIGEST_SOURCE",
+    "JUDGE_PROMPT",
+    "STATE_VERSION",
+    "Block",
+    "BlockBuilder",
+    "BlockKind",
+    "ClosureMementoWriter",
+    "ClosureMementoWriterConfig",
+    "CompactionPolicy",
+    "LLMMementoWriter",
+    "LLMMementoWriterConfig",
+    "MementoChatCompletionContext",
+    "MementoChatCompletionContextConfig",
+    "MementoWriter",
+    "ObservationMaskingWriter",
+    "ObservationMaskingWriterConfig",
+    "TokenCounter",
+    "ViewStats",
+    "approx_tokens",
+    "build_blocks",
+    "client_counter",
+    "compact",
+    "mask_block",
+    "memento_line",
+    "message_text",
+]

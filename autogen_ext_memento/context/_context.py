@@ -1,0 +1,350 @@
+"""``MementoChatCompletionContext``: a sawtooth model context for AssistantAgent and any agent with ``model_context``."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from autogen_core import CancellationToken, Component, ComponentModel
+from autogen_core.model_context import ChatCompletionContext
+from autogen_core.models import ChatCompletionClient, LLMMessage, UserMessage
+from pydantic import BaseModel, Field
+from typing_extensions import Self
+
+from ..store import BlockStore, StoredBlock
+from ._blocks import Block, BlockBuilder, TokenCounter, approx_tokens
+from ._compactor import CompactionPolicy, ViewStats, compact
+from ._writers import MementoWriter, ObservationMaskingWriter
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+def client_counter(client: ChatCompletionClient | None) -> TokenCounter:
+    """A token counter from a model client's ``count_tokens``, falling back to :func:`approx_tokens` on errors.
+
+    The fallback matters because ``count_tokens`` raises offline for OpenAI clients (tiktoken downloads).
+    """
+    if client is None:
+        return approx_tokens
+
+    def count(messages: Sequence[LLMMessage]) -> int:
+        try:
+            return int(client.count_tokens(messages))
+        except Exception:  # noqa: BLE001 - counting must never break the agent
+            return approx_tokens(messages)
+
+    return count
+
+
+class MementoChatCompletionContextConfig(BaseModel):
+    """Configuration of :class:`MementoChatCompletionContext`."""
+
+    keep_last_n_blocks: int = Field(default=2, ge=0)
+    trigger: Literal["block", "tokens"] = "block"
+    token_limit: int | None = None
+    low_watermark: float = 0.7
+    pin_first_blocks: int = 1
+    max_llm_mementos_per_call: int = 16
+    writer: ComponentModel | None = None
+    store: ComponentModel | None = None
+    memory: ComponentModel | None = None
+    model_client: ComponentModel | None = None
+    name: str | None = None
+    initial_messages: list[LLMMessage] | None = None
+
+
+class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatCompletionContextConfig]):
+    """A sawtooth chat completion context: closed blocks are replaced by mementos, the last N blocks stay whole.
+
+    Blocks are formed from the messages as documented in :mod:`autogen_ext_memento.context._blocks` (a tool call
+    and its results are one block, never split). :meth:`get_messages` returns a fresh list
+    ``[pinned task] + [memory message] + [one digest of mementos] + [last N blocks whole]`` and never mutates the
+    stored messages; every block is archived verbatim in ``store`` as soon as it closes, and
+    :func:`~autogen_ext_memento.store.make_recall_tool` reopens it by the id shown in the digest.
+
+    Args:
+        keep_last_n_blocks: closed blocks kept whole after the newest.
+        trigger: ``"block"`` compacts after each completed block; ``"tokens"`` only over ``token_limit``.
+        token_limit: token budget of the view; enables the hard fallback (see
+            :mod:`autogen_ext_memento.context._compactor`), so a history already over the limit is brought under it
+            in one call, without extra model calls.
+        low_watermark: with ``trigger="tokens"``, compact down to this fraction of ``token_limit``.
+        pin_first_blocks: leading blocks (the task) the soft policy never compacts.
+        max_llm_mementos_per_call: cap on model-written mementos per :meth:`get_messages`.
+        writer: who writes mementos (default :class:`ObservationMaskingWriter`, no LLM).
+        store: where blocks are archived (default: an in-memory store).
+        memory: a :class:`~autogen_ext_memento.memory.MementoMemory` that receives every memento (team level,
+            survives ``clear()``) and whose message :meth:`get_messages` shows when it injects one.
+        model_client: counts tokens with this client's ``count_tokens`` (default: 4 characters per token).
+        name: prefix of block ids (default: random), so ids from several agents sharing a store never collide.
+        initial_messages: messages added at construction.
+
+    Example:
+
+    .. code-block:: python
+
+        import asyncio
+
+        from autogen_agentchat.agents import AssistantAgent
+        from autogen_ext.models.replay import ReplayChatCompletionClient
+        from autogen_ext_memento.context import MementoChatCompletionContext
+
+
+        async def main() -> None:
+            context = MementoChatCompletionContext(keep_last_n_blocks=2, name="writer")
+            agent = AssistantAgent("writer", ReplayChatCompletionClient(["done"]), model_context=context)
+            print((await agent.run(task="hello")).messages[-1].content)
+
+
+        asyncio.run(main())
+    """
+
+    component_provider_override = "autogen_ext_memento.context.MementoChatCompletionContext"
+    component_config_schema = MementoChatCompletionContextConfig
+
+    def __init__(
+        self,
+        *,
+        keep_last_n_blocks: int = 2,
+        trigger: Literal["block", "tokens"] = "block",
+        token_limit: int | None = None,
+        low_watermark: float = 0.7,
+        pin_first_blocks: int = 1,
+        max_llm_mementos_per_call: int = 16,
+        writer: MementoWriter | None = None,
+        store: BlockStore | None = None,
+        memory: Any | None = None,
+        model_client: ChatCompletionClient | None = None,
+        name: str | None = None,
+        initial_messages: list[LLMMessage] | None = None,
+    ) -> None:
+        from ..memory import MementoMemory
+        from ..store import InMemoryBlockStore
+
+        self._policy = CompactionPolicy(
+            keep_last_n_blocks=keep_last_n_blocks,
+            trigger=trigger,
+            token_limit=token_limit,
+            low_watermark=low_watermark,
+            pin_first_blocks=pin_first_blocks,
+            max_llm_mementos_per_call=max_llm_mementos_per_call,
+        )
+        if memory is not None and not isinstance(memory, MementoMemory):
+            raise TypeError("memory must be a MementoMemory")
+        self._writer: MementoWriter = writer or ObservationMaskingWriter()
+        self._store: BlockStore = store or InMemoryBlockStore()
+        self._memory: MementoMemory | None = memory
+        self._model_client = model_client
+        self._counter = client_counter(model_client)
+        self._name = name
+        self._prefix = name or uuid.uuid4().hex[:6]
+        self._seq_base = 0
+        self._builder = BlockBuilder(self._counter)
+        self._announced: set[int] = set()
+        self._memory_message: LLMMessage | None = None
+        self.trace: list[ViewStats] = []
+        super().__init__(None)
+        for m in initial_messages or []:
+            self._add_sync(m)
+        self._initial_messages = initial_messages
+
+    # --- properties --------------------------------------------------------------------------------------------
+    @property
+    def policy(self) -> CompactionPolicy:
+        return self._policy
+
+    @property
+    def store(self) -> BlockStore:
+        return self._store
+
+    @property
+    def writer(self) -> MementoWriter:
+        return self._writer
+
+    @property
+    def memory(self) -> Any | None:
+        return self._memory
+
+    @property
+    def blocks(self) -> list[Block]:
+        """The blocks formed so far (read-only use)."""
+        return self._builder.blocks
+
+    @property
+    def messages(self) -> list[LLMMessage]:
+        """A copy of every message added (the uncompacted history)."""
+        return list(self._messages)
+
+    # --- adding ------------------------------------------------------------------------------------------------
+    def _block_id(self, seq: int) -> str:
+        return f"{self._prefix}-{self._seq_base + seq}"
+
+    def _archive(self, block: Block) -> None:
+        self._store.append(
+            StoredBlock(
+                block_id=block.block_id,
+                agent=block.agent,
+                kind=block.kind,
+                messages=block.messages,
+                tokens=block.tokens,
+                scope=self._prefix,
+                seq=self._seq_base + block.seq,
+            )
+        )
+
+    def _add_sync(self, message: LLMMessage) -> list[Block]:
+        """Record a message and archive the blocks it closed; return blocks whose model memento just arrived."""
+        self._messages.append(message)
+        closed = self._builder.add(message)
+        blocks = self._builder.blocks
+        if blocks and not blocks[-1].block_id:
+            blocks[-1].block_id = self._block_id(blocks[-1].seq)
+        for b in closed:
+            self._archive(b)
+        fresh: list[Block] = []
+        for b in reversed(blocks):
+            if b.memento is not None and b.memento_source == "model" and b.seq not in self._announced:
+                fresh.append(b)
+        return fresh
+
+    async def add_message(self, message: LLMMessage) -> None:
+        """Add a message; a block it completes is archived, and a memento written by the model is recorded."""
+        for b in self._add_sync(message):
+            await self._on_memento(b)
+
+    async def _on_memento(self, block: Block) -> None:
+        if block.seq in self._announced or block.memento is None:
+            return
+        self._announced.add(block.seq)
+        mtok = self._counter([UserMessage(content=block.memento, source="memento")])
+        if block.closed:
+            self._store.set_memento(block.block_id, block.memento, block.memento_source or "", mtok)
+        if self._memory is not None:
+            await self._memory.add_memento(
+                block.memento, agent=block.agent, block_id=block.block_id, kind=block.kind
+            )
+
+    def set_memory_message(self, message: LLMMessage | None) -> None:
+        """Show ``message`` (one memory message, replacing the previous one) in the next views."""
+        self._memory_message = message
+
+    # --- the view ----------------------------------------------------------------------------------------------
+    async def get_messages(self) -> list[LLMMessage]:
+        """The compacted view: a fresh list; tool pairs are never split and it never starts with a tool result."""
+        return await self.get_view()
+
+    async def get_view(self, cancellation_token: CancellationToken | None = None) -> list[LLMMessage]:
+        """Like :meth:`get_messages`, with a cancellation token for the writer's model calls."""
+        view, stats = await compact(
+            self._builder.blocks,
+            self._policy,
+            self._writer,
+            self._counter,
+            memory_message=self._memory_message,
+            on_memento=self._on_memento,
+            cancellation_token=cancellation_token,
+        )
+        self.trace.append(stats)
+        return view
+
+    def context_stats(self) -> dict[str, int]:
+        """Live (last view), peak and full-context tokens over the views built so far."""
+        views = [s.view_tokens for s in self.trace]
+        return {
+            "views": len(views),
+            "live_tokens": views[-1] if views else 0,
+            "peak_tokens": max(views, default=0),
+            "full_context_tokens": self.trace[-1].full_tokens if self.trace else 0,
+            "peak_full_context_tokens": max((s.full_tokens for s in self.trace), default=0),
+            "compacted_blocks": self.trace[-1].compacted_blocks if self.trace else 0,
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+    async def clear(self) -> None:
+        """Forget the history (the store and the memory keep everything); block ids keep increasing."""
+        self._seq_base += len(self._builder.blocks)
+        self._messages = []
+        self._builder = BlockBuilder(self._counter)
+        self._announced = set()
+        self._memory_message = None
+
+    async def save_state(self) -> Mapping[str, Any]:
+        """Versioned state: the messages, block ids and every block's memento and compaction flag."""
+        return {
+            "version": STATE_VERSION,
+            "type": "MementoChatCompletionContextState",
+            "messages": [m.model_dump(mode="json") for m in self._messages],
+            "prefix": self._prefix,
+            "seq_base": self._seq_base,
+            "blocks": [
+                {"seq": b.seq, "memento": b.memento, "memento_source": b.memento_source, "compacted": b.compacted}
+                for b in self._builder.blocks
+            ],
+            "announced": sorted(self._announced),
+        }
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a state from :meth:`save_state` (or a plain ``ChatCompletionContextState``: messages only)."""
+        from autogen_core.model_context import ChatCompletionContextState
+
+        version = int(state.get("version", 0))
+        if version > STATE_VERSION:
+            raise ValueError(f"state version {version} is newer than this library's {STATE_VERSION}")
+        messages = ChatCompletionContextState.model_validate({"messages": state.get("messages", [])}).messages
+        self._prefix = str(state.get("prefix", self._prefix))
+        self._seq_base = int(state.get("seq_base", 0))
+        self._messages = []
+        self._builder = BlockBuilder(self._counter)
+        self._memory_message = None
+        for m in messages:
+            self._add_sync(m)
+        self._announced = {int(s) for s in state.get("announced", [])}
+        saved = {int(b["seq"]): b for b in state.get("blocks", [])}
+        for b in self._builder.blocks:
+            s = saved.get(b.seq)
+            if s is None:
+                continue
+            if b.memento is None and s.get("memento") is not None:
+                b.memento, b.memento_source = str(s["memento"]), s.get("memento_source")
+            b.compacted = bool(s.get("compacted")) and b.memento is not None and b.closed
+
+    # --- component config --------------------------------------------------------------------------------------
+    def _to_config(self) -> MementoChatCompletionContextConfig:
+        p = self._policy
+        return MementoChatCompletionContextConfig(
+            keep_last_n_blocks=p.keep_last_n_blocks,
+            trigger=p.trigger,
+            token_limit=p.token_limit,
+            low_watermark=p.low_watermark,
+            pin_first_blocks=p.pin_first_blocks,
+            max_llm_mementos_per_call=p.max_llm_mementos_per_call,
+            writer=self._writer.dump_component(),
+            store=self._store.dump_component(),
+            memory=self._memory.dump_component() if self._memory is not None else None,
+            model_client=self._model_client.dump_component() if self._model_client is not None else None,
+            name=self._name,
+            initial_messages=self._initial_messages,
+        )
+
+    @classmethod
+    def _from_config(cls, config: MementoChatCompletionContextConfig) -> Self:
+        from ..memory import MementoMemory
+
+        return cls(
+            keep_last_n_blocks=config.keep_last_n_blocks,
+            trigger=config.trigger,
+            token_limit=config.token_limit,
+            low_watermark=config.low_watermark,
+            pin_first_blocks=config.pin_first_blocks,
+            max_llm_mementos_per_call=config.max_llm_mementos_per_call,
+            writer=MementoWriter.load_component(config.writer) if config.writer else None,
+            store=BlockStore.load_component(config.store) if config.store else None,
+            memory=MementoMemory.load_component(config.memory) if config.memory else None,
+            model_client=ChatCompletionClient.load_component(config.model_client) if config.model_client else None,
+            name=config.name,
+            initial_messages=config.initial_messages,
+        )

@@ -1,0 +1,344 @@
+"""``MementoContextClient``: a wrapping model client that gives a sawtooth context to agents without ``model_context``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autogen_core import CancellationToken, Component, ComponentModel, MessageHandlerContext
+from autogen_core.models import (
+    ChatCompletionClient,
+    CreateResult,
+    LLMMessage,
+    ModelCapabilities,  # type: ignore
+    ModelInfo,
+    RequestUsage,
+    SystemMessage,
+    UserMessage,
+)
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel, Field
+from typing_extensions import Self
+
+from ..context._blocks import Block, approx_tokens, build_blocks
+from ..context._compactor import CompactionPolicy, ViewStats, compact
+from ..context._context import client_counter
+from ..context._writers import MementoWriter, ObservationMaskingWriter
+from ..store import BlockStore, InMemoryBlockStore, StoredBlock
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Caller:
+    """Per-caller memento cache (block content hash → memento) and view trace."""
+
+    mementos: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    archived: set[str] = field(default_factory=set)
+    trace: list[ViewStats] = field(default_factory=list)
+
+
+class MementoContextClientConfig(BaseModel):
+    """Configuration of :class:`MementoContextClient`."""
+
+    model_client: ComponentModel
+    keep_last_n_blocks: int = Field(default=2, ge=0)
+    trigger: Literal["block", "tokens"] = "block"
+    token_limit: int | None = None
+    low_watermark: float = 0.7
+    pin_first_blocks: int = 1
+    max_llm_mementos_per_call: int = 16
+    writer: ComponentModel | None = None
+    store: ComponentModel | None = None
+    memory: ComponentModel | None = None
+    name: str | None = None
+
+
+class MementoContextClient(ChatCompletionClient, Component[MementoContextClientConfig]):
+    """A model client that compacts every request into a sawtooth context before passing it to an inner client.
+
+    For components that keep their own history and take no ``model_context``: the Magentic-One orchestrator,
+    ``MultimodalWebSurfer``, ``FileSurfer``, ``MagenticOneCoderAgent``. Each request's messages are cut into blocks
+    (the rules of :mod:`autogen_ext_memento.context._blocks`), the compaction policy of
+    :mod:`autogen_ext_memento.context._compactor` is applied, and the compacted list is sent to ``model_client``.
+    Leading system messages pass through untouched and are not counted against ``token_limit``.
+
+    Mementos are cached per caller by block content hash, so a block is written at most once even though callers
+    resend their whole history; a caller that clears its history (a Magentic-One re-plan) starts a new sawtooth,
+    and its earlier mementos stay in ``memory``, which is injected into every request. Callers are told apart by
+    :func:`autogen_core.MessageHandlerContext.agent_id` inside a team (``"default"`` outside one). Every block is
+    archived verbatim in ``store``.
+
+    Args:
+        model_client: the wrapped client.
+        keep_last_n_blocks, trigger, token_limit, low_watermark, pin_first_blocks, max_llm_mementos_per_call:
+            the compaction policy (:class:`~autogen_ext_memento.context.CompactionPolicy`).
+        writer: memento writer (default :class:`~autogen_ext_memento.context.ObservationMaskingWriter`).
+        store: block archive (default in memory).
+        memory: a :class:`~autogen_ext_memento.memory.MementoMemory` receiving every memento and injected into
+            every request.
+        name: prefix of block ids.
+
+    Example:
+
+    .. code-block:: python
+
+        import asyncio
+
+        from autogen_agentchat.teams import MagenticOneGroupChat
+        from autogen_ext.models.replay import ReplayChatCompletionClient
+        from autogen_ext_memento.memory import MementoMemory
+        from autogen_ext_memento.wrapping import MementoContextClient
+
+
+        async def main() -> None:
+            inner = ReplayChatCompletionClient(["facts", "plan"])
+            client = MementoContextClient(inner, keep_last_n_blocks=3, memory=MementoMemory())
+            print(type(client).__name__)  # pass `client` to MagenticOneGroupChat(..., model_client=client)
+
+
+        asyncio.run(main())
+    """
+
+    component_type = "model"
+    component_provider_override = "autogen_ext_memento.wrapping.MementoContextClient"
+    component_config_schema = MementoContextClientConfig
+
+    def __init__(
+        self,
+        model_client: ChatCompletionClient,
+        *,
+        keep_last_n_blocks: int = 2,
+        trigger: Literal["block", "tokens"] = "block",
+        token_limit: int | None = None,
+        low_watermark: float = 0.7,
+        pin_first_blocks: int = 1,
+        max_llm_mementos_per_call: int = 16,
+        writer: MementoWriter | None = None,
+        store: BlockStore | None = None,
+        memory: Any | None = None,
+        name: str | None = None,
+    ) -> None:
+        from ..memory import MementoMemory
+
+        if memory is not None and not isinstance(memory, MementoMemory):
+            raise TypeError("memory must be a MementoMemory")
+        self._client = model_client
+        self._policy = CompactionPolicy(
+            keep_last_n_blocks=keep_last_n_blocks,
+            trigger=trigger,
+            token_limit=token_limit,
+            low_watermark=low_watermark,
+            pin_first_blocks=pin_first_blocks,
+            max_llm_mementos_per_call=max_llm_mementos_per_call,
+        )
+        self._writer: MementoWriter = writer or ObservationMaskingWriter()
+        self._store: BlockStore = store or InMemoryBlockStore()
+        self._memory: MementoMemory | None = memory
+        self._name = name
+        self._prefix = name or "ctx"
+        self._counter = client_counter(model_client)
+        self._callers: dict[str, _Caller] = {}
+
+    # --- introspection -----------------------------------------------------------------------------------------
+    @property
+    def inner(self) -> ChatCompletionClient:
+        return self._client
+
+    @property
+    def store(self) -> BlockStore:
+        return self._store
+
+    @property
+    def memory(self) -> Any | None:
+        return self._memory
+
+    def callers(self) -> list[str]:
+        """Ids of the callers seen so far."""
+        return list(self._callers)
+
+    def context_trace(self, caller: str | None = None) -> list[ViewStats]:
+        """The view statistics of each request from ``caller`` (default: the only or the last caller)."""
+        if caller is None:
+            if not self._callers:
+                return []
+            caller = list(self._callers)[-1]
+        c = self._callers.get(caller)
+        return list(c.trace) if c is not None else []
+
+    @staticmethod
+    def _caller_id() -> str:
+        try:
+            return str(MessageHandlerContext.agent_id())
+        except RuntimeError:
+            return "default"
+
+    # --- compaction --------------------------------------------------------------------------------------------
+    async def compact_messages(
+        self, messages: Sequence[LLMMessage], cancellation_token: CancellationToken | None = None, caller: str | None = None
+    ) -> list[LLMMessage]:
+        """The compacted list that would be sent for ``messages`` (also updates the caller's cache and trace)."""
+        cid = caller or self._caller_id()
+        state = self._callers.setdefault(cid, _Caller())
+        n_sys = 0
+        while n_sys < len(messages) and isinstance(messages[n_sys], SystemMessage):
+            n_sys += 1
+        lead, rest = list(messages[:n_sys]), list(messages[n_sys:])
+        blocks = build_blocks(rest, self._counter)
+        for b in blocks:
+            b.block_id = f"{self._prefix}-{b.digest()[:12]}"
+            cached = state.mementos.get(b.digest())
+            if cached is not None and b.closed:
+                b.memento, b.memento_source = cached
+                b.compacted = True
+            if b.closed and b.block_id not in state.archived:
+                self._store.append(
+                    StoredBlock(
+                        block_id=b.block_id,
+                        agent=b.agent,
+                        kind=b.kind,
+                        messages=b.messages,
+                        tokens=b.tokens,
+                        scope=cid,
+                        seq=b.seq,
+                    )
+                )
+                state.archived.add(b.block_id)
+        memory_message = self._memory.render_message() if self._memory is not None else None
+
+        async def on_memento(block: Block) -> None:
+            assert block.memento is not None
+            mtok = self._counter([UserMessage(content=block.memento, source="memento")])
+            self._store.set_memento(block.block_id, block.memento, block.memento_source or "", mtok)
+            if self._memory is not None:
+                await self._memory.add_memento(block.memento, agent=block.agent, block_id=block.block_id, kind=block.kind)
+
+        view, stats = await compact(
+            blocks,
+            self._policy,
+            self._writer,
+            self._counter,
+            memory_message=memory_message,
+            on_memento=on_memento,
+            cancellation_token=cancellation_token,
+        )
+        for b in blocks:
+            if b.compacted and b.memento is not None:
+                state.mementos[b.digest()] = (b.memento, b.memento_source)
+        state.trace.append(stats)
+        return lead + view
+
+    # --- ChatCompletionClient ----------------------------------------------------------------------------------
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        view = await self.compact_messages(messages, cancellation_token)
+        return await self._client.create(
+            view,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=json_output,
+            extra_create_args=extra_create_args,
+            cancellation_token=cancellation_token,
+        )
+
+    def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        caller = self._caller_id()  # read here: the generator body may run outside the handler's context
+
+        async def _generator() -> AsyncGenerator[str | CreateResult, None]:
+            view = await self.compact_messages(messages, cancellation_token, caller=caller)
+            async for chunk in self._client.create_stream(
+                view,
+                tools=tools,
+                tool_choice=tool_choice,
+                json_output=json_output,
+                extra_create_args=extra_create_args,
+                cancellation_token=cancellation_token,
+            ):
+                yield chunk
+
+        return _generator()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def actual_usage(self) -> RequestUsage:
+        return self._client.actual_usage()
+
+    def total_usage(self) -> RequestUsage:
+        return self._client.total_usage()
+
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        """The inner client's count (of the uncompacted messages); never raises (falls back to an estimate)."""
+        try:
+            return int(self._client.count_tokens(messages, tools=tools))
+        except Exception:  # noqa: BLE001 - agents call this in loops (WebSurfer); it must not raise
+            return approx_tokens(messages)
+
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        """The inner client's remaining tokens; never raises (falls back to ``token_limit`` or 128k minus count)."""
+        try:
+            return int(self._client.remaining_tokens(messages, tools=tools))
+        except Exception:  # noqa: BLE001
+            return max(0, (self._policy.token_limit or 128000) - self.count_tokens(messages, tools=tools))
+
+    @property
+    def capabilities(self) -> ModelCapabilities:  # type: ignore
+        return self._client.capabilities  # type: ignore
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self._client.model_info
+
+    # --- component config --------------------------------------------------------------------------------------
+    def _to_config(self) -> MementoContextClientConfig:
+        p = self._policy
+        return MementoContextClientConfig(
+            model_client=self._client.dump_component(),
+            keep_last_n_blocks=p.keep_last_n_blocks,
+            trigger=p.trigger,
+            token_limit=p.token_limit,
+            low_watermark=p.low_watermark,
+            pin_first_blocks=p.pin_first_blocks,
+            max_llm_mementos_per_call=p.max_llm_mementos_per_call,
+            writer=self._writer.dump_component(),
+            store=self._store.dump_component(),
+            memory=self._memory.dump_component() if self._memory is not None else None,
+            name=self._name,
+        )
+
+    @classmethod
+    def _from_config(cls, config: MementoContextClientConfig) -> Self:
+        from ..memory import MementoMemory
+
+        return cls(
+            ChatCompletionClient.load_component(config.model_client),
+            keep_last_n_blocks=config.keep_last_n_blocks,
+            trigger=config.trigger,
+            token_limit=config.token_limit,
+            low_watermark=config.low_watermark,
+            pin_first_blocks=config.pin_first_blocks,
+            max_llm_mementos_per_call=config.max_llm_mementos_per_call,
+            writer=MementoWriter.load_component(config.writer) if config.writer else None,
+            store=BlockStore.load_component(config.store) if config.store else None,
+            memory=MementoMemory.load_component(config.memory) if config.memory else None,
+            name=config.name,
+        )
