@@ -30,7 +30,15 @@ from typing_extensions import Self
 
 from ._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
 from .backends import MementoBackend, SamplingParams, SessionStats
-from .chat_format import CLOSURE_PREFIX, IM_END, TurnEncoder, assistant_body, parse_completion, render, to_function_calls
+from .chat_format import (
+    CLOSURE_PREFIX,
+    IM_END,
+    TurnEncoder,
+    assistant_body,
+    parse_completion,
+    render,
+    to_function_calls,
+)
 from .grammar import kept_positions
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from autogen_core import Component
 from pydantic import BaseModel, ConfigDict, Field
@@ -115,13 +115,13 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
             model = AutoModelForCausalLM.from_pretrained(
                 model, dtype=torch_dtype, trust_remote_code=trust_remote_code
             )
-        self._tok = tokenizer
+        self._tok: Any = tokenizer
         self._model = model
         add_memento_tokens(self._tok, self._model)
         self._model.to(device)
         self._model.eval()
         self._device = torch.device(device)
-        self._ids = MementoTokenIds.from_tokenizer(self._tok)
+        self._ids = MementoTokenIds.from_tokenizer(cast(Any, self._tok))
         self._memento = memento or MementoConfig()
         cfg_len = getattr(self._model.config, "max_position_embeddings", None) or 4096
         self._max_len = int(max_model_len or cfg_len)

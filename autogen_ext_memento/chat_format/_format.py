@@ -199,8 +199,11 @@ def render(
     pending: int | None = None
     i = 0
     system_parts: list[str] = []
-    while i < len(messages) and isinstance(messages[i], SystemMessage):
-        system_parts.append(_escape(messages[i].content))  # type: ignore[union-attr]
+    while i < len(messages):
+        first = messages[i]
+        if not isinstance(first, SystemMessage):
+            break
+        system_parts.append(_escape(first.content))
         i += 1
     tools_text = render_tools(tools)
     if tools_text:

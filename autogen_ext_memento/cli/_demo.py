@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     res = asyncio.run(_run_agent(args.model, args.blocks, args.seed, args.threads))
     summary = res.summary()
     if args.plot:
-        save_plot(res.trace, args.plot, f"autogen-memento demo ({res.policy})")
+        save_plot(res.trace, args.plot, "autogen-memento demo: live KV per token")
     if args.json:
         print(json.dumps(summary))
         return 0

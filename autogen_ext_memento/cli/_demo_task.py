@@ -21,7 +21,7 @@ class Scenario:
     policy: str
     system_message: str
     task: str
-    tools: list[FunctionTool]
+    tools: list[Any]  # AssistantAgent takes a list of tools or callables
     expected: str | None
     max_new_tokens: int = 256
     logits_processor: Callable[[str, list[int], Any], Any] | None = None

@@ -340,7 +340,7 @@ class BlockTracker:
         assert start is not None
         memento: Span = (start, max(end, start) + 1)
         if block is None:
-            events.append(TrackerEvent(EventKind.MEMENTO_COMPLETED, end, None, (), trigger, memento, "orphan"))
+            events.append(TrackerEvent(EventKind.MEMENTO_COMPLETED, end, None, (), trigger, memento, detail="orphan"))
             return
         self.blocks[block].summary_end = end
         evict: list[Span] = []
