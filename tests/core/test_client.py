@@ -201,3 +201,36 @@ async def test_round_robin_agents_get_separate_sessions(backend: TransformersBac
     assert len(sessions) == 2 and any(s.startswith("a_") for s in sessions) and any(s.startswith("b_") for s in sessions)
     for sid in sessions:
         assert client.session_stats(sid).rebuilds == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_cancellation_stops_generation(backend: TransformersBackend) -> None:
+    import asyncio
+
+    from autogen_core import CancellationToken
+
+    client = MementoChatCompletionClient(backend, max_new_tokens=5000)
+    backend._max_len = 100_000  # noqa: SLF001 - let the random model run long enough to be cancelled
+    token = CancellationToken()
+    task = asyncio.ensure_future(client.create([UserMessage(content="go on", source="user")], cancellation_token=token))
+    await asyncio.sleep(0.3)
+    token.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.2)
+    stats = client.session_stats()
+    assert stats is not None and stats.generated_tokens < 5000
+    # the backend is free again: a new call completes
+    backend.logits_processor = ScriptedCompletions(backend.tokenizer, ["ok<|im_end|>"])
+    res = await client.create([UserMessage(content="again", source="user")])
+    assert res.content == "ok"
+
+
+@pytest.mark.asyncio
+async def test_call_events_carry_session_stats(backend: TransformersBackend, caplog: pytest.LogCaptureFixture) -> None:
+    client = scripted(backend, ["hi<|im_end|>"], session_id="ev")
+    with caplog.at_level(logging.INFO, logger=EVENT_LOGGER_NAME):
+        await client.create([UserMessage(content="x", source="user")])
+    payloads = [json.loads(r.getMessage()) for r in caplog.records if "MementoCallEvent" in r.getMessage()]
+    assert payloads and payloads[-1]["session_id"] == "ev"
+    assert payloads[-1]["stats"]["peak_kv_tokens"] > 0
