@@ -29,10 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import Self
 
 from ._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
-from .backends import MementoBackend, SamplingParams, SessionStats
+from .backends import GenerationResult, MementoBackend, SamplingParams, SessionStats
 from .chat_format import (
     CLOSURE_PREFIX,
     IM_END,
+    Rendering,
     TurnEncoder,
     assistant_body,
     parse_completion,
@@ -74,6 +75,42 @@ class MementoChatCompletionClientConfig(BaseModel):
 class _ClientSession:
     # Generated turn bodies tokenized exactly as sampled, keyed by their canonical rendering.
     overrides: dict[str, list[int]] = field(default_factory=dict)
+    # A call is two backend generations (closure, then answer); another call must not slip in between.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _CallCost:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    evictions: int = 0
+    rebuilt: bool = False
+
+    def add(self, res: GenerationResult) -> None:
+        self.prompt_tokens += res.prompt_tokens
+        self.completion_tokens += len(res.token_ids)
+        self.evictions += res.evictions
+        self.rebuilt |= res.rebuilt
+
+
+class _TextStream:
+    """Turns sampled token ids into text deltas, holding back incomplete multi-byte characters."""
+
+    def __init__(self, client: MementoChatCompletionClient, on_text: Callable[[str], None] | None) -> None:
+        self._client = client
+        self._on_text = on_text
+        self._ids: list[int] = []
+        self._sent = 0
+
+    def push(self, token: int) -> None:
+        if self._on_text is None or token in self._client._stops:  # noqa: SLF001 - the client's own helper
+            return
+        self._ids.append(token)
+        text = self._client._decode(self._ids)  # noqa: SLF001
+        if text.endswith("\ufffd") or len(text) <= self._sent:
+            return
+        self._on_text(text[self._sent :])
+        self._sent = len(text)
 
 
 @dataclass
@@ -230,78 +267,37 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
     ) -> _Outcome:
         with self._lock:
             state = self._sessions.setdefault(sid, _ClientSession())
-        backend, enc = self._backend, self._encoder
+        with state.lock:
+            return self._run_locked(state, sid, messages, tools, tool_choice, json_output, params, cancel, on_text)
+
+    def _run_locked(
+        self,
+        state: _ClientSession,
+        sid: str,
+        messages: Sequence[LLMMessage],
+        tools: Sequence[Tool | ToolSchema],
+        tool_choice: Tool | Literal["auto", "required", "none"],
+        json_output: bool | type[BaseModel] | None,
+        params: SamplingParams,
+        cancel: threading.Event,
+        on_text: Callable[[str], None] | None,
+    ) -> _Outcome:
         rendering = render(messages, tools)
-        used: set[str] = set()
-        prompt_tokens = 0
-        completion_tokens = 0
-        rebuilt = False
-        evictions = 0
+        cost = _CallCost()
         closure_text = ""
-
-        def streamer() -> tuple[list[int], Callable[[int], None] | None]:
-            toks: list[int] = []
-            if on_text is None:
-                return toks, None
-            sent = [0]
-
-            def push(t: int) -> None:
-                toks.append(t)
-                if t in self._stops:
-                    return
-                text = self._decode(toks)
-                if text.endswith("\ufffd"):
-                    return  # incomplete multi-byte character: wait for the next token
-                if len(text) > sent[0]:
-                    on_text(text[sent[0] :])
-                    sent[0] = len(text)
-
-            return toks, push
-
         if rendering.pending_closure is not None:
-            before = rendering.upto_closure()
-            ids = enc.encode(before, state.overrides) + enc.header("assistant") + self._closure_prefix
-            _, push = streamer()
-            if push is not None:
-                on_text(CLOSURE_PREFIX)  # type: ignore[misc]
-            memento_params = SamplingParams(
-                max_new_tokens=self._max_memento_tokens,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,
-                seed=params.seed,
-                stop_token_ids=(self._summary_end, *self._stops),
-            )
-            res = backend.generate(sid, ids, memento_params, on_token=push, cancel=cancel)
-            prompt_tokens += res.prompt_tokens
-            completion_tokens += len(res.token_ids)
-            rebuilt |= res.rebuilt
-            evictions += res.evictions
-            body_ids = self._closure_prefix + res.token_ids
-            if not res.token_ids or res.token_ids[-1] != self._summary_end:
-                body_ids = body_ids + [self._summary_end]
-                event_logger.info(
-                    MementoMalformedOutputEvent(session_id=sid, problem="memento not terminated", forced=True)
-                )
-                if push is not None:
-                    on_text(self._decode([self._summary_end]))  # type: ignore[misc]
-            closure_text = self._decode(body_ids)
-            state.overrides[closure_text] = body_ids
+            closure_text = self._write_closure(state, sid, rendering, params, cancel, on_text, cost)
             rendering = rendering.with_closure(closure_text)
             if cancel.is_set():
                 raise asyncio.CancelledError()
 
         rendering.generation_prompt = True
-        ids = enc.encode(rendering, state.overrides)
-        used.update(t.body for t in rendering.turns if t.generated)
-        _, push = streamer()
-        res = backend.generate(sid, ids, params, on_token=push, cancel=cancel)
+        ids = self._encoder.encode(rendering, state.overrides)
+        stream = _TextStream(self, on_text)
+        res = self._backend.generate(sid, ids, params, on_token=stream.push if on_text else None, cancel=cancel)
         if res.finish_reason == "cancelled":
             raise asyncio.CancelledError()
-        prompt_tokens += res.prompt_tokens
-        completion_tokens += len(res.token_ids)
-        rebuilt |= res.rebuilt
-        evictions += res.evictions
+        cost.add(res)
         gen = list(res.token_ids)
         stop = gen[-1] if gen and gen[-1] in self._stops and res.finish_reason == "stop" else None
         body = gen[:-1] if stop is not None else gen
@@ -319,38 +315,79 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
             content = text if parsed.tool_calls else parsed.content
             thought_rest = None if parsed.tool_calls else parsed.thought
             finish = "length" if res.finish_reason == "length" else "stop"
-        # Remember the exact sampled ids under the body the next render will produce for this message.
-        exact = body + ([stop] if stop is not None and stop != self._im_end else [])
+        # Remember the exact sampled ids under the body the next render will produce for this message, and forget
+        # bodies the history no longer holds.
         canonical = assistant_body(thought_rest, content)
-        state.overrides[canonical] = exact
-        used.update((closure_text, canonical))
+        state.overrides[canonical] = body + ([stop] if stop is not None and stop != self._im_end else [])
+        used = {t.body for t in rendering.turns if t.generated} | {closure_text, canonical}
         for key in [k for k in state.overrides if k not in used]:
             del state.overrides[key]
 
         if json_output is not None and json_output is not False and isinstance(content, str):
             self._validate_json(content, json_output)
         thought = (closure_text + (thought_rest or "")) or None
-        usage = RequestUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        usage = RequestUsage(prompt_tokens=cost.prompt_tokens, completion_tokens=cost.completion_tokens)
         result = CreateResult(finish_reason=finish, content=content, usage=usage, cached=False, thought=thought)
-        stats = backend.stats(sid)
-        if rebuilt:
+        stats = self._backend.stats(sid)
+        if cost.rebuilt:
             event_logger.info(
                 MementoSessionRebuildEvent(
-                    session_id=sid, reason="history does not extend the session's tokens", prompt_tokens=prompt_tokens
+                    session_id=sid,
+                    reason="history does not extend the session's tokens",
+                    prompt_tokens=cost.prompt_tokens,
                 )
             )
         event_logger.info(
             MementoCallEvent(
                 session_id=sid,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                evictions=evictions,
+                prompt_tokens=cost.prompt_tokens,
+                completion_tokens=cost.completion_tokens,
+                evictions=cost.evictions,
                 closure=bool(closure_text),
-                rebuilt=rebuilt,
+                rebuilt=cost.rebuilt,
                 stats=stats.summary() if stats else None,
             )
         )
         return _Outcome(result, stats)
+
+    def _write_closure(
+        self,
+        state: _ClientSession,
+        sid: str,
+        rendering: Rendering,
+        params: SamplingParams,
+        cancel: threading.Event,
+        on_text: Callable[[str], None] | None,
+        cost: _CallCost,
+    ) -> str:
+        """Let the model write the memento of the open observation block; return the closure body text."""
+        enc = self._encoder
+        ids = enc.encode(rendering.upto_closure(), state.overrides) + enc.header("assistant") + self._closure_prefix
+        stream = _TextStream(self, on_text)
+        if on_text is not None:
+            on_text(CLOSURE_PREFIX)
+        memento_params = SamplingParams(
+            max_new_tokens=self._max_memento_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            seed=params.seed,
+            stop_token_ids=(self._summary_end, *self._stops),
+        )
+        res = self._backend.generate(sid, ids, memento_params, on_token=stream.push if on_text else None, cancel=cancel)
+        cost.add(res)
+        body_ids = self._closure_prefix + res.token_ids
+        if not res.token_ids or res.token_ids[-1] != self._summary_end:
+            # Documented forced closure: a memento cut by its budget (or by a stray stop token) is terminated here.
+            body_ids = body_ids + [self._summary_end]
+            event_logger.info(
+                MementoMalformedOutputEvent(session_id=sid, problem="memento not terminated", forced=True)
+            )
+            if on_text is not None:
+                on_text(self._decode([self._summary_end]))
+        closure_text = self._decode(body_ids)
+        state.overrides[closure_text] = body_ids
+        return closure_text
 
     @staticmethod
     def _validate_json(content: str, json_output: bool | type[BaseModel]) -> None:
