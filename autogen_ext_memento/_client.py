@@ -422,6 +422,24 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         if tools and not self._model_info["function_calling"]:
             raise ValueError("tools given but model_info['function_calling'] is False")
 
+    def create_blocking(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = (),
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+    ) -> CreateResult:
+        """:meth:`create` without an event loop, for evaluation loops and scripts (blocks the calling thread)."""
+        self._check(json_output, tools)
+        sid = self._resolve_session(extra_create_args)
+        self.last_session_id = sid
+        params = self._sampling(extra_create_args)
+        outcome = self._run(sid, messages, tools, tool_choice, json_output, params, threading.Event(), None)
+        self._finish(outcome.result, messages, tools)
+        return outcome.result
+
     async def create(
         self,
         messages: Sequence[LLMMessage],

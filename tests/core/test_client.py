@@ -234,3 +234,11 @@ async def test_call_events_carry_session_stats(backend: TransformersBackend, cap
     payloads = [json.loads(r.getMessage()) for r in caplog.records if "MementoCallEvent" in r.getMessage()]
     assert payloads and payloads[-1]["session_id"] == "ev"
     assert payloads[-1]["stats"]["peak_kv_tokens"] > 0
+
+
+def test_create_blocking_matches_create(backend: TransformersBackend) -> None:
+    client = scripted(backend, ["same<|im_end|>"])
+    res = client.create_blocking([UserMessage(content="q", source="user")], extra_create_args={"session_id": "b"})
+    assert res.content == "same" and client.last_session_id == "b"
+    with pytest.raises(ValueError, match="unsupported extra_create_args"):
+        client.create_blocking([UserMessage(content="q", source="user")], extra_create_args={"bogus": 1})
