@@ -19,7 +19,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run an AssistantAgent with a tool on a local memento model; show the sawtooth")
     p.add_argument("--model", help="local model directory (default: the shipped tiny memento model)")
     p.add_argument("--blocks", type=int, default=6, help="tool turns in the task (default 6)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="held-out episode seed")
+    p.add_argument(
+        "--policy",
+        choices=("auto", "trained", "scripted"),
+        default="auto",
+        help="trained model (default when available) or a scripted policy that forces the tokens",
+    )
     p.add_argument("--json", action="store_true", help="print a machine-readable summary only")
     p.add_argument("--plot", help="save the sawtooth as a PNG here")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -69,7 +75,9 @@ def sparkline(trace: list[int], width: int = 72) -> str:
     return "".join(_BARS[max(1, round(v / top * (len(_BARS) - 1)))] for v in cols)
 
 
-async def _run_agent(model_dir: str | None, blocks: int, seed: int, threads: int | None) -> DemoResult:
+async def _run_agent(
+    model_dir: str | None, blocks: int, seed: int, threads: int | None, policy: str = "auto"
+) -> DemoResult:
     from autogen_agentchat.agents import AssistantAgent
     from autogen_agentchat.messages import TextMessage
 
@@ -77,7 +85,7 @@ async def _run_agent(model_dir: str | None, blocks: int, seed: int, threads: int
     from ._demo_task import make_scenario
 
     t0 = time.perf_counter()
-    scenario = make_scenario(model_dir, blocks=blocks, seed=seed)
+    scenario = make_scenario(model_dir, blocks=blocks, seed=seed, policy=policy)
     backend = TransformersBackend(scenario.model, scenario.tokenizer, num_threads=threads)
     if scenario.logits_processor is not None:
         backend.logits_processor = scenario.logits_processor
@@ -134,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         hf_logging.set_verbosity_error()
     except ImportError:  # pragma: no cover
         pass
-    res = asyncio.run(_run_agent(args.model, args.blocks, args.seed, args.threads))
+    res = asyncio.run(_run_agent(args.model, args.blocks, args.seed, args.threads, args.policy))
     summary = res.summary()
     if args.plot:
         save_plot(res.trace, args.plot, "autogen-memento demo: live KV per token")

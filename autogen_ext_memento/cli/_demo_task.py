@@ -31,19 +31,54 @@ class Scenario:
         return len(self.calls)
 
 
-def make_scenario(model_dir: str | None, *, blocks: int, seed: int) -> Scenario:
-    """The trained tiny model on the synthetic task when available, else a scripted policy on a random model."""
-    trained = _trained_scenario(model_dir, blocks=blocks, seed=seed)
-    return trained if trained is not None else _scripted_scenario(model_dir, blocks=blocks, seed=seed)
+def make_scenario(model_dir: str | None, *, blocks: int, seed: int, policy: str = "auto") -> Scenario:
+    """Pick the demo's scenario.
+
+    ``trained``: a model trained by the recipe (``model_dir``, default the shipped tiny model) drives the agent on a
+    held-out fact-tracker episode. ``scripted``: the tokens are forced from a script (on ``model_dir`` or a random
+    tiny model) so the KV mechanics can be shown without a trained model. ``auto``: trained when a model is
+    available, else scripted.
+    """
+    if policy not in ("auto", "trained", "scripted"):
+        raise ValueError(f"unknown policy {policy!r}")
+    if policy != "scripted":
+        trained = _trained_scenario(model_dir, blocks=blocks, seed=seed)
+        if trained is not None:
+            return trained
+        if policy == "trained":
+            raise FileNotFoundError("no trained memento model: pass --model DIR or install the shipped tiny model")
+    return _scripted_scenario(model_dir, blocks=blocks, seed=seed)
 
 
 def _trained_scenario(model_dir: str | None, *, blocks: int, seed: int) -> Scenario | None:
-    try:
-        from ..tasks import demo_scenario  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    scenario: Scenario | None = demo_scenario(model_dir, blocks=blocks, seed=seed)
-    return scenario
+    """The shipped (or given) trained memento model on a held-out fact-tracker episode of ``blocks`` pages."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..assets import tiny_model_path
+    from ..tasks import SYSTEM_PROMPT, FactTrackerConfig, FactTrackerEnv, sample_episodes
+
+    if model_dir is None:
+        try:
+            model_dir = str(tiny_model_path())
+        except FileNotFoundError:
+            return None
+    # Held-out episodes: the training recipe draws its episodes from other seeds.
+    episode = sample_episodes(1, seed=10_000 + seed, config=FactTrackerConfig().with_pages(blocks))[0]
+    env = FactTrackerEnv(episode)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    return Scenario(
+        model=model,
+        tokenizer=tok,
+        model_name=model_dir,
+        policy="trained tiny memento model (fact tracker)",
+        system_message=SYSTEM_PROMPT,
+        task=episode.goal_text,
+        tools=[env.tool()],
+        expected=episode.answer,
+        max_new_tokens=64,
+        calls=env.calls,  # type: ignore[arg-type]
+    )
 
 
 def _scripted_scenario(model_dir: str | None, *, blocks: int, seed: int) -> Scenario:
