@@ -204,6 +204,7 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         self._cur_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self.last_session_id: str | None = None
+        self.call_count = 0
 
     @classmethod
     def from_model(cls, model: str, *, backend_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> Self:
@@ -401,6 +402,7 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
             raise ValueError(f"json_output requested but the model did not return valid {what}: {e}") from e
 
     def _finish(self, result: CreateResult, messages: Sequence[LLMMessage], tools: Sequence[Any]) -> None:
+        self.call_count += 1
         self._cur_usage = result.usage
         self._total_usage = RequestUsage(
             prompt_tokens=self._total_usage.prompt_tokens + result.usage.prompt_tokens,

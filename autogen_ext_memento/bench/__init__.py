@@ -1,0 +1,23 @@
+"""Benchmarks: memento vs full context, AutoGen's contexts, observation masking and text summaries."""
+
+from ._bench import load_model, run_benchmark, write_report
+from ._methods import DEFAULT_METHODS, Method, methods
+from ._report import markdown_table, plot_sawtooth, plot_scatter
+from ._runner import EpisodeRun, MethodSummary, run_episode, run_method, summarize
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "EpisodeRun",
+    "Method",
+    "MethodSummary",
+    "load_model",
+    "markdown_table",
+    "methods",
+    "plot_sawtooth",
+    "plot_scatter",
+    "run_benchmark",
+    "run_episode",
+    "run_method",
+    "summarize",
+    "write_report",
+]

@@ -1,0 +1,98 @@
+"""``run_benchmark``: every method on the same model and the same held-out episodes, at several lengths."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._methods import DEFAULT_METHODS, methods
+from ._report import markdown_table, plot_sawtooth, plot_scatter
+from ._runner import EpisodeRun, run_method, summarize
+
+
+def load_model(model_dir: str | None) -> tuple[Any, Any, str]:
+    """The model to benchmark: a directory, or the shipped tiny memento model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model_dir is None:
+        from ..assets import tiny_model_path
+
+        model_dir = str(tiny_model_path())
+    return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir), model_dir
+
+
+def run_benchmark(
+    *,
+    model_dir: str | None = None,
+    method_names: Sequence[str] = DEFAULT_METHODS,
+    pages: Sequence[int] = (4, 8, 16),
+    episodes: int = 10,
+    seed: int = 20_000,
+    kv_budget: int = 8192,
+    max_new_tokens: int = 64,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark and return the report (also written to ``out_dir`` with a table and plots).
+
+    The headline ``methods`` block averages over every length; ``by_length`` has one block per page count. Seeds
+    are held out from the training recipe's seeds.
+    """
+    from ..tasks import FactTrackerConfig, sample_episodes
+
+    model, tok, name = load_model(model_dir)
+    table = methods()
+    unknown = [m for m in method_names if m not in table]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {sorted(table)}")
+    t0 = time.perf_counter()
+    runs: dict[str, list[EpisodeRun]] = {m: [] for m in method_names}
+    by_length: dict[str, dict[str, Any]] = {}
+    for n_pages in pages:
+        eps = sample_episodes(episodes, seed + n_pages, FactTrackerConfig().with_pages(n_pages))
+        block: dict[str, Any] = {}
+        for m in method_names:
+            rs = run_method(model, tok, table[m], eps, max_new_tokens=max_new_tokens, tag=f"-p{n_pages}")
+            runs[m] += rs
+            block[m] = summarize(rs, kv_budget).as_dict()
+        by_length[str(n_pages)] = block
+    report: dict[str, Any] = {
+        "model": name,
+        "workload": "fact_tracker (AssistantAgent + FunctionTool, held-out seeds)",
+        "episodes": episodes,
+        "pages": list(pages),
+        "seed": seed,
+        "kv_budget": kv_budget,
+        "methods": {m: summarize(runs[m], kv_budget).as_dict() for m in method_names},
+        "by_length": by_length,
+        "descriptions": {m: table[m].description for m in method_names},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    if out_dir is not None:
+        write_report(report, runs, Path(out_dir))
+    return report
+
+
+def write_report(report: dict[str, Any], runs: dict[str, list[EpisodeRun]], out: Path) -> None:
+    """``results.json``, ``table.md`` and the plots."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    longest = str(max(report["pages"]))
+    lines = [
+        f"# Benchmark: {report['workload']}",
+        "",
+        f"model `{report['model']}`, {report['episodes']} episodes per length, pages {report['pages']}, "
+        f"seed {report['seed']}; KV budget for capacity {report['kv_budget']} tokens.",
+        "",
+        "## All lengths",
+        "",
+        markdown_table(report["methods"], report["descriptions"]),
+    ]
+    for n_pages, block in report["by_length"].items():
+        lines += ["", f"## {n_pages} pages", "", markdown_table(block)]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    traces = {m: rs[-1].trace for m, rs in runs.items() if rs and str(rs[-1].pages) == longest}
+    plot_sawtooth(traces, out / "sawtooth.png", f"live KV, one {longest}-page episode")
+    plot_scatter(report["methods"], out / "accuracy_vs_peak_kv.png", "accuracy vs peak KV (all lengths)")

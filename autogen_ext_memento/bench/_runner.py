@@ -1,0 +1,142 @@
+"""Run the compared methods on the same model and the same held-out episodes, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ._methods import Method
+
+
+@dataclass
+class EpisodeRun:
+    """One episode under one method."""
+
+    method: str
+    pages: int
+    correct: bool
+    per_key: float
+    answer: str
+    peak_kv_tokens: int
+    auc_kv: int
+    prompt_tokens: int
+    completion_tokens: int
+    model_calls: int
+    seconds: float
+    rebuilds: int
+    evictions: int
+    trace: list[int] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class MethodSummary:
+    """A method's numbers averaged over episodes (``peak_kv_tokens`` is the mean per-episode peak)."""
+
+    accuracy: float
+    per_key_accuracy: float
+    peak_kv_tokens: float
+    max_peak_kv_tokens: int
+    auc_kv: float
+    prompt_tokens: float
+    completion_tokens: float
+    latency_per_call_s: float
+    rebuilds: float
+    evictions: float
+    episodes: int
+    capacity_at_budget: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def summarize(runs: Sequence[EpisodeRun], kv_budget: int) -> MethodSummary:
+    """Average the runs; ``capacity_at_budget`` is how many sessions of mean peak size fit in ``kv_budget``."""
+    n = max(1, len(runs))
+    peak = statistics.fmean(r.peak_kv_tokens for r in runs) if runs else 0.0
+    calls = sum(r.model_calls for r in runs)
+    return MethodSummary(
+        accuracy=sum(r.correct for r in runs) / n,
+        per_key_accuracy=sum(r.per_key for r in runs) / n,
+        peak_kv_tokens=peak,
+        max_peak_kv_tokens=max((r.peak_kv_tokens for r in runs), default=0),
+        auc_kv=statistics.fmean(r.auc_kv for r in runs) if runs else 0.0,
+        prompt_tokens=statistics.fmean(r.prompt_tokens for r in runs) if runs else 0.0,
+        completion_tokens=statistics.fmean(r.completion_tokens for r in runs) if runs else 0.0,
+        latency_per_call_s=sum(r.seconds for r in runs) / max(1, calls),
+        rebuilds=statistics.fmean(r.rebuilds for r in runs) if runs else 0.0,
+        evictions=statistics.fmean(r.evictions for r in runs) if runs else 0.0,
+        episodes=len(runs),
+        capacity_at_budget=kv_budget / peak if peak else 0.0,
+    )
+
+
+async def run_episode(backend: Any, method: Method, episode: Any, session_id: str, max_new_tokens: int) -> EpisodeRun:
+    """Play one fact-tracker episode with an ``AssistantAgent`` whose context is the method's."""
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_agentchat.messages import TextMessage
+
+    from .._client import MementoChatCompletionClient
+    from ..tasks import SYSTEM_PROMPT, FactTrackerEnv, score_answer
+
+    client = MementoChatCompletionClient(backend, session_id=session_id, max_new_tokens=max_new_tokens)
+    env = FactTrackerEnv(episode)
+    agent = AssistantAgent(
+        "tracker",
+        model_client=client,
+        tools=[env.tool()],
+        system_message=SYSTEM_PROMPT,
+        model_context=method.context(client),
+        max_tool_iterations=len(episode.pages) + 2,
+    )
+    t0 = time.perf_counter()
+    result = await agent.run(task=episode.goal_text)
+    seconds = time.perf_counter() - t0
+    texts = [m.content for m in result.messages if isinstance(m, TextMessage) and m.source == "tracker"]
+    answer = texts[-1] if texts else ""
+    correct, per_key = score_answer(episode, answer)
+    stats = backend.stats(session_id)
+    backend.close_session(session_id)
+    usage = client.total_usage()
+    return EpisodeRun(
+        method=method.name,
+        pages=len(episode.pages),
+        correct=correct,
+        per_key=per_key,
+        answer=answer,
+        peak_kv_tokens=stats.peak_kv_tokens,
+        auc_kv=stats.auc_kv,
+        prompt_tokens=stats.prefill_tokens,
+        completion_tokens=usage.completion_tokens,
+        model_calls=client.call_count,
+        seconds=seconds,
+        rebuilds=stats.rebuilds,
+        evictions=stats.evictions,
+        trace=list(stats.trace),
+    )
+
+
+def run_method(
+    model: Any,
+    tokenizer: Any,
+    method: Method,
+    episodes: Sequence[Any],
+    *,
+    max_new_tokens: int = 64,
+    tag: str = "",
+) -> list[EpisodeRun]:
+    """Every episode under one method, each in a fresh session of one backend."""
+    from ..backends import TransformersBackend
+
+    backend = TransformersBackend(model, tokenizer, memento=method.memento, max_model_len=1 << 20)
+
+    async def go() -> list[EpisodeRun]:
+        return [
+            await run_episode(backend, method, ep, f"{method.name}{tag}-{i}", max_new_tokens)
+            for i, ep in enumerate(episodes)
+        ]
+
+    return asyncio.run(go())

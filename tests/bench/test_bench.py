@@ -1,0 +1,52 @@
+"""The benchmark harness: same episodes for every method, real numbers, the documented JSON shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autogen_ext_memento.bench import DEFAULT_METHODS, methods, run_benchmark
+from autogen_ext_memento.cli import main
+
+REQUIRED = ("full", "buffered", "token_limited", "observation_masking", "llm_summary", "memento_kv")
+
+
+def test_every_required_method_exists() -> None:
+    assert set(REQUIRED) <= set(DEFAULT_METHODS) == set(methods())
+
+
+def test_report_shape_on_a_random_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    report = run_benchmark(
+        model_dir=str(tiny_model_dir),
+        method_names=["full", "buffered", "memento_kv"],
+        pages=(2,),
+        episodes=1,
+        max_new_tokens=8,
+        out_dir=tmp_path,
+    )
+    for name in ("full", "buffered", "memento_kv"):
+        entry = report["methods"][name]
+        for key in ("accuracy", "peak_kv_tokens", "auc_kv", "prompt_tokens"):
+            assert key in entry
+        assert entry["episodes"] == 1 and entry["peak_kv_tokens"] > 0
+    assert json.loads((tmp_path / "results.json").read_text())["methods"].keys() == report["methods"].keys()
+    assert (tmp_path / "table.md").read_text().count("| memento_kv |") == 2
+    assert (tmp_path / "sawtooth.png").stat().st_size > 1000
+
+
+def test_unknown_method_is_a_clear_error(tiny_model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="unknown methods"):
+        run_benchmark(model_dir=str(tiny_model_dir), method_names=["nope"], pages=(2,), episodes=1)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_on_the_shipped_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["bench", "--quick", "--json", "--out", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    m = report["methods"]
+    assert set(REQUIRED) <= set(m)
+    assert m["memento_kv"]["peak_kv_tokens"] < m["full"]["peak_kv_tokens"]
+    assert m["memento_kv"]["prompt_tokens"] < m["buffered"]["prompt_tokens"]  # the session is extended, not rebuilt
+    assert m["memento_kv"]["accuracy"] >= 0.5
