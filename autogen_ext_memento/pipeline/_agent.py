@@ -156,9 +156,11 @@ def messages_from_state(state: Mapping[str, Any], name: str = "assistant") -> di
     return views
 
 
-def llm_messages(data: Sequence[Any]) -> list[LLMMessage]:
-    """Validate a list of ``LLMMessage`` dumps (or objects)."""
-    return [_LLM_MESSAGE.validate_python(m) if isinstance(m, Mapping) else m for m in data]
+def llm_messages(data: Sequence[Any] | str) -> list[LLMMessage]:
+    """Validate a list of ``LLMMessage`` dumps (or objects), or its JSON string (a record's ``messages``)."""
+    if isinstance(data, str):
+        data = json.loads(data)
+    return [_LLM_MESSAGE.validate_python(m) for m in data]
 
 
 def dump_messages(messages: Sequence[LLMMessage]) -> list[dict[str, Any]]:
@@ -213,9 +215,14 @@ def load_agent_inputs(path: str | Path) -> list[AgentTrajectory]:
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
         data = json.loads(text)
-        records = data if isinstance(data, list) and data and isinstance(data[0], Mapping) and (
-            "messages" in data[0] or "task_result" in data[0] or "state" in data[0] or "llm_messages" in data[0]
-        ) else [data]
+        records = (
+            data
+            if isinstance(data, list)
+            and data
+            and isinstance(data[0], Mapping)
+            and ("messages" in data[0] or "task_result" in data[0] or "state" in data[0] or "llm_messages" in data[0])
+            else [data]
+        )
     out: list[AgentTrajectory] = []
     for n, rec in enumerate(records):
         out.extend(trajectories_from_record(rec, f"{p.stem}-{n}"))

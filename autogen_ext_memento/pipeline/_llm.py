@@ -111,15 +111,23 @@ class LLMRunner:
         d = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
         return float(d * (0.75 + 0.5 * self._rng.random()))
 
-    async def ask(self, system: str, user: str, parse: Callable[[str], T], *, purpose: str) -> T:
-        """Ask once (with retries) and return the parsed answer; raise :class:`LLMCallError` if all attempts fail."""
+    async def ask(
+        self, system: str, user: str, parse: Callable[[str], T], *, purpose: str, also: UsageStats | None = None
+    ) -> T:
+        """Ask once (with retries) and return the parsed answer; raise :class:`LLMCallError` if all attempts fail.
+
+        Usage goes to the runner's :class:`UsageStats` and, if given, to ``also`` (e.g. one sample's own stats).
+        """
         last: str = ""
         note = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.usage.retries += 1
                 await asyncio.sleep(self._delay(attempt))
-            messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=user + note, source="user")]
+            messages: list[LLMMessage] = [
+                SystemMessage(content=system),
+                UserMessage(content=user + note, source="user"),
+            ]
             try:
                 async with self._sem:
                     self.in_flight += 1
@@ -133,6 +141,8 @@ class LLMRunner:
                 last = f"{type(e).__name__}: {e}"
                 continue
             self.usage.add(purpose, result.usage.prompt_tokens, result.usage.completion_tokens)
+            if also is not None:
+                also.add(purpose, result.usage.prompt_tokens, result.usage.completion_tokens)
             text = result.content if isinstance(result.content, str) else ""
             try:
                 return parse(text)

@@ -20,9 +20,11 @@ field               meaning
 ``judge_scores``    per block, the score of the memento kept (the best one; the latest on ties)
 ``sentence_tokens`` / ``block_tokens`` / ``summary_tokens``  token counts (the pipeline's counter)
 ``compression``     Σ summary tokens / Σ block tokens of the sample
-``messages``        agent only: the AutoGen ``LLMMessage`` dumps with each closure at the start of the next
-                    ``AssistantMessage.thought`` (render with :func:`autogen_ext_memento.chat_format.render`)
-``tools``           agent only: the tool schemas
+``messages``        agent only: a JSON string of the AutoGen ``LLMMessage`` dumps (pydantic) with each closure at
+                    the start of the next ``AssistantMessage.thought`` (read with
+                    :func:`~autogen_ext_memento.pipeline.llm_messages` and render with
+                    :func:`autogen_ext_memento.chat_format.render`); a string so Arrow/``datasets`` can load it
+``tools``           agent only: a JSON string of the tool schemas
 ``text``            agent only: ``render(messages, tools).text``, the exact ChatML training string
 ``meta``            configuration, client, objective of the segmentation and the sample's LLM usage
 ==================  ==========================================================================================
@@ -39,10 +41,10 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,6 +58,7 @@ from ._segment import segment
 from ._split import TokenCounter, regex_token_count, split_units
 
 PIPELINE_VERSION = 1
+T = TypeVar("T")
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
@@ -222,17 +225,12 @@ class AnnotationPipeline:
             merged.update(p)
         return [merged[i] for i in range(1, len(units))]
 
-    async def _ask(self, system: str, user: str, parse: Any, purpose: str, usage: UsageStats) -> Any:
-        before = (self.usage.calls, self.usage.prompt_tokens, self.usage.completion_tokens)
-        out = await self.runner.ask(system, user, parse, purpose=purpose)
-        # Per-sample accounting: the shared counters moved by this call (approximate under concurrency only in
-        # attribution between samples, never in totals).
-        usage.calls += self.usage.calls - before[0]
-        usage.prompt_tokens += self.usage.prompt_tokens - before[1]
-        usage.completion_tokens += self.usage.completion_tokens - before[2]
-        return out
+    async def _ask(self, system: str, user: str, parse: Callable[[str], T], purpose: str, usage: UsageStats) -> T:
+        return await self.runner.ask(system, user, parse, purpose=purpose, also=usage)
 
-    async def score_boundaries(self, units: Sequence[str], problem: str, usage: UsageStats | None = None) -> list[float]:
+    async def score_boundaries(
+        self, units: Sequence[str], problem: str, usage: UsageStats | None = None
+    ) -> list[float]:
         """One score in 0–3 per boundary between consecutive units (two passes averaged if configured)."""
         u = usage if usage is not None else UsageStats()
         if len(units) < 2:
@@ -304,9 +302,7 @@ class AnnotationPipeline:
                 score=f"{last['score']:g}",
                 feedback=last["feedback"] or "(none)",
             )
-            got: dict[int, str] = await self._ask(
-                system, user, lambda t: parse_summaries(t, [i + 1]), "rewrite", u
-            )
+            got: dict[int, str] = await self._ask(system, user, lambda t: parse_summaries(t, [i + 1]), "rewrite", u)
             return got[i + 1]
 
         rounds: list[list[dict[str, Any]]] = [[] for _ in range(n)]
@@ -376,9 +372,13 @@ class AnnotationPipeline:
         seg = segment(sizes, scores, lam=cfg.lam, min_tokens=cfg.min_block_tokens, max_tokens=cfg.max_block_tokens)
         works = [text[units[a].start : units[b].end] for a, b in seg.blocks]
         summaries, rounds = await self.compress_blocks(sample.problem, works, usage)
-        body = "\n".join(format_block(escape_special(w), escape_special(s)) for w, s in zip(works, summaries, strict=True))
+        body = "\n".join(
+            format_block(escape_special(w), escape_special(s)) for w, s in zip(works, summaries, strict=True)
+        )
         answer = sample.answer.strip()
-        response = f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n\n{answer}" if works else f"{THINK_OPEN}\n{THINK_CLOSE}\n\n{answer}"
+        response = (
+            f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n\n{answer}" if works else f"{THINK_OPEN}\n{THINK_CLOSE}\n\n{answer}"
+        )
         block_tokens = [sum(sizes[a : b + 1]) for a, b in seg.blocks]
         summary_tokens = [self.count_tokens(s) for s in summaries]
         return {
@@ -413,7 +413,10 @@ class AnnotationPipeline:
         blocks = agent_blocks(traj.messages)
         works = [b.work for b in blocks]
         # The compressor sees the agent's stated intent too: it explains why a call was made.
-        prompts = [f"(agent's reasoning before the call: {b.thought.strip()})\n{b.work}" if b.thought.strip() else b.work for b in blocks]
+        prompts = [
+            f"(agent's reasoning before the call: {b.thought.strip()})\n{b.work}" if b.thought.strip() else b.work
+            for b in blocks
+        ]
         summaries, rounds = await self.compress_blocks(traj.problem, prompts, usage)
         messages = apply_mementos(traj.messages, blocks, summaries)
         sentences: list[str] = []
@@ -445,8 +448,10 @@ class AnnotationPipeline:
             "block_tokens": block_tokens,
             "summary_tokens": summary_tokens,
             "compression": (sum(summary_tokens) / sum(block_tokens)) if sum(block_tokens) else 0.0,
-            "messages": dump_messages(messages),
-            "tools": [dict(t) for t in traj.tools],
+            # JSON strings, not nested lists: AssistantMessage.content is a string or a list of calls and tool
+            # schemas are free-form, which Arrow (``datasets.load_dataset("json")``) cannot put in one column type.
+            "messages": json.dumps(dump_messages(messages), ensure_ascii=False),
+            "tools": json.dumps([dict(t) for t in traj.tools], ensure_ascii=False),
             "text": render(messages, traj.tools).text,
             "meta": self._meta(usage),
         }
@@ -472,40 +477,42 @@ class AnnotationPipeline:
             if s.id not in seen:
                 seen.add(s.id)
                 unique.append(s)
-        lock = asyncio.Lock()
         gate = asyncio.Semaphore(max_in_flight_samples or max(2, 2 * self.config.concurrency))
         bar = _progress(len(unique), progress)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a", encoding="utf-8") as fh:
 
-            async def one(s: ReasoningSample | AgentTrajectory) -> None:
-                async with gate:
-                    try:
-                        if isinstance(s, AgentTrajectory):
-                            rec = await self.annotate_agent(s)
-                        else:
-                            rec = await self.annotate_reasoning(s)
-                    except LLMCallError as e:
-                        summary.failed[s.id] = str(e)
-                        bar.update(1)
-                        return
-                    line = json.dumps(rec, ensure_ascii=False) + "\n"
-                    async with lock:
-                        fh.write(line)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    summary.processed += 1
+        async def one(s: ReasoningSample | AgentTrajectory) -> None:
+            async with gate:
+                try:
+                    if isinstance(s, AgentTrajectory):
+                        rec = await self.annotate_agent(s)
+                    else:
+                        rec = await self.annotate_reasoning(s)
+                except LLMCallError as e:
+                    summary.failed[s.id] = str(e)
                     bar.update(1)
-                    bar.set_postfix(calls=self.usage.calls, failed=len(summary.failed))
+                    return
+                # No await between serialising and the synced append: a cancellation can never tear a record.
+                _append_line(out, json.dumps(rec, ensure_ascii=False))
+                summary.processed += 1
+                bar.update(1)
+                bar.set_postfix(calls=self.usage.calls, failed=len(summary.failed))
 
-            try:
-                await asyncio.gather(*(one(s) for s in unique))
-            finally:
-                bar.close()
+        try:
+            await asyncio.gather(*(one(s) for s in unique))
+        finally:
+            bar.close()
         summary.usage = self.usage.as_dict(self.config.pricing)
         summary.elapsed_s = time.monotonic() - start
         summary.stats = summarize_records(read_records(out), tau=self.config.tau, rounds=self.config.rounds)
         return summary
+
+
+def _append_line(path: Path, line: str) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 class _NoBar:

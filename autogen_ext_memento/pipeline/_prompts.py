@@ -10,7 +10,7 @@ from importlib import resources
 
 from ._llm import ParseError
 
-PROMPT_NAMES = (
+PROMPTS = PROMPT_NAMES = (
     "boundary_score",
     "boundary_score_user",
     "compress",
@@ -68,7 +68,9 @@ def parse_boundary_scores(text: str, wanted: Sequence[int]) -> dict[int, float]:
 
 # --- summaries ---------------------------------------------------------------------------------------------------
 
-_SUMMARY_HEAD = re.compile(r"^[ \t*#>\-]*(?:memento|summary)\s*(?:of\s+block\s+)?#?\s*(\d+)\s*\**\s*[:.)\-]\**[ \t]*", re.I | re.M)
+_SUMMARY_HEAD = re.compile(
+    r"^[ \t*#>\-]*(?:memento|summary)\s*(?:of\s+block\s+)?#?\s*(\d+)\s*\**\s*[:.)\-]\**[ \t]*", re.I | re.M
+)
 
 
 def parse_summaries(text: str, wanted: Sequence[int]) -> dict[int, str]:
@@ -79,7 +81,8 @@ def parse_summaries(text: str, wanted: Sequence[int]) -> dict[int, str]:
     """
     heads = list(_SUMMARY_HEAD.finditer(text))
     out: dict[int, str] = {}
-    for h, nxt in zip(heads, [*heads[1:], None], strict=True):
+    for k, h in enumerate(heads):
+        nxt = heads[k + 1] if k + 1 < len(heads) else None
         i = int(h.group(1))
         body = text[h.end() : nxt.start() if nxt is not None else len(text)].strip()
         if i in wanted and body and i not in out:

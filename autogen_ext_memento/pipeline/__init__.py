@@ -1,0 +1,82 @@
+"""The data pipeline: OpenMementos-style block/memento annotation of reasoning traces and AgentChat trajectories."""
+
+from ._agent import (
+    AgentBlock,
+    AgentTrajectory,
+    agent_blocks,
+    apply_mementos,
+    closure_text,
+    dump_messages,
+    final_answer,
+    llm_messages,
+    load_agent_inputs,
+    messages_from_state,
+    messages_from_task_result,
+    trajectories_from_record,
+)
+from ._heuristic import HeuristicChatCompletionClient, HeuristicClientConfig
+from ._llm import LLMCallError, LLMRunner, ParseError, Pricing, UsageStats
+from ._pipeline import (
+    AnnotationPipeline,
+    PipelineConfig,
+    ReasoningSample,
+    RunSummary,
+    read_done_ids,
+    read_records,
+    score_windows,
+    summarize_records,
+)
+from ._prompts import PROMPTS, Verdict, fill, load_prompt, parse_boundary_scores, parse_summaries, parse_verdict
+from ._samples import SAMPLE_AGENTCHAT, SAMPLE_REASONING, load_reasoning_inputs, record_sample_agentchat_run
+from ._segment import Segmentation, brute_force_segment, objective, segment
+from ._split import TokenCounter, Unit, is_math, regex_token_count, split_units
+
+__all__ = [
+    "PROMPTS",
+    "SAMPLE_AGENTCHAT",
+    "SAMPLE_REASONING",
+    "AgentBlock",
+    "AgentTrajectory",
+    "AnnotationPipeline",
+    "HeuristicChatCompletionClient",
+    "HeuristicClientConfig",
+    "LLMCallError",
+    "LLMRunner",
+    "ParseError",
+    "PipelineConfig",
+    "Pricing",
+    "ReasoningSample",
+    "RunSummary",
+    "Segmentation",
+    "TokenCounter",
+    "Unit",
+    "UsageStats",
+    "Verdict",
+    "agent_blocks",
+    "apply_mementos",
+    "brute_force_segment",
+    "closure_text",
+    "dump_messages",
+    "fill",
+    "final_answer",
+    "is_math",
+    "llm_messages",
+    "load_agent_inputs",
+    "load_prompt",
+    "load_reasoning_inputs",
+    "messages_from_state",
+    "messages_from_task_result",
+    "objective",
+    "parse_boundary_scores",
+    "parse_summaries",
+    "parse_verdict",
+    "read_done_ids",
+    "read_records",
+    "record_sample_agentchat_run",
+    "regex_token_count",
+    "score_windows",
+    "segment",
+    "split_units",
+    "summarize_records",
+    "trajectories_from_record",
+]

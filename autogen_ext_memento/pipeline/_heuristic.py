@@ -1,0 +1,431 @@
+"""A deterministic, offline ``ChatCompletionClient`` that answers the pipeline's prompts by rules.
+
+It lets ``autogen-memento annotate`` run on the bundled samples with no model and gives tests a realistic
+stand-in. It recognises the pipeline's prompts by their persona line and answers in the required format:
+
+* **boundary scoring**: cue words (0 after ``:``/``=`` or before a continuing "Therefore/Thus/Hence/So", 2–3 before
+  "Alternatively", "Wait", "Let me verify", "Now", headings, final-answer phrases, 1 after a finished sentence);
+* **compression** (extractive): the block's last result sentence first, then the sentences richest in formulas,
+  values and named methods, within ~15% of the block's tokens; a rewrite also copies in every formula or value
+  the judge's feedback quotes as missing and drops what it calls hallucinated;
+* **judge**: the published rubric computed mechanically — key formulas of the block present verbatim (0–3), key
+  values (0–2), methods or tools named (0–2), validation recorded (0–1), no value absent from the block (0–1),
+  result first (0–1); −1 for process narrative or a memento over 35% of its block — with feedback quoting what
+  is missing.
+
+It is not a language model: its mementos are extracts, good enough to exercise and measure the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, Literal
+
+from autogen_core import CancellationToken, Component
+from autogen_core.models import (
+    ChatCompletionClient,
+    CreateResult,
+    LLMMessage,
+    ModelCapabilities,
+    ModelFamily,
+    ModelInfo,
+    RequestUsage,
+    SystemMessage,
+    UserMessage,
+)
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Self
+
+from ._split import is_math, regex_token_count, split_units
+
+
+class HeuristicClientConfig(BaseModel):
+    """Configuration of :class:`HeuristicChatCompletionClient`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: float = Field(default=0.15, gt=0, le=1, description="first-draft memento size / block tokens")
+    rewrite_budget: float = Field(default=0.15, gt=0, le=1, description="rewrite memento size / block tokens")
+    min_memento_tokens: int = Field(default=12, ge=1)
+
+
+_NUM = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
+_EQ = re.compile(r"[^.;:,!?\n]*?[=≤≥<>][^;,!?\n]*")
+_METHODS = (
+    "substitut",
+    "factor",
+    "induction",
+    "contradiction",
+    "quadratic formula",
+    "binary search",
+    "dynamic programming",
+    "recursion",
+    "memoiz",
+    "two pointers",
+    "hash",
+    "sort",
+    "modular",
+    "pigeonhole",
+    "derivative",
+    "integrat",
+    "chain rule",
+    "conservation",
+    "stoichiometr",
+    "ideal gas",
+    "newton",
+    "kirchhoff",
+    "ohm",
+    "bayes",
+    "complement",
+    "inclusion-exclusion",
+    "telescop",
+    "vieta",
+    "am-gm",
+    "cauchy",
+    "greedy",
+    "bfs",
+    "dfs",
+    "dijkstra",
+    "complexity",
+    "unit test",
+    "edge case",
+    "limiting reagent",
+    "half-life",
+    "energy",
+    "momentum",
+    "counting",
+)
+_VALIDATION = ("verify", "check", "confirm", "test", "sanity", "plug", "substituting back", "double-check")
+_CONCLUDE = ("answer", "therefore", "thus", "hence", "so ", "result", "returns", "gives", "total", "final", "=")
+_NARRATIVE = ("the model", "the reasoner", "the author", "then it ", "first it ", "it then ")
+_LEAD = re.compile(r"^(?:so|now|okay|ok|hmm|well|wait|alright|let me see|let's see|let me|let's)[,:]?\s+", re.I)
+_STRONG = re.compile(
+    r"^(?:alternatively|wait|hmm|actually|let me (?:verify|check|double-check|try)|let's (?:verify|check)|"
+    r"another approach|final answer|so the (?:final )?answer|#|\*\*|in summary|to summarize|putting it together)",
+    re.I,
+)
+_CLEAR = re.compile(
+    r"^(?:now|next|then,? |first|second|third|finally|case \d|step \d|let me|let's|okay|ok,|so,? (?:now|let)|"
+    r"to (?:find|check|verify|compute)|we (?:now|next)|for the|consider|moving on|on the other hand)",
+    re.I,
+)
+_CONTINUE = re.compile(r"^(?:therefore|thus|hence|so)\b", re.I)
+
+
+def _sentences(text: str) -> list[str]:
+    return [u.text for u in split_units(text, regex_token_count, 0)]
+
+
+_WORDISH = re.compile(r"^(?:[A-Za-z]{3,}|so|is|to|of|we|if|as|at|by|in|on|or|an|be|it|So|If|As|We|It)[,.:;!?]?$")
+
+
+def _equations(text: str) -> list[str]:
+    """Formula spans around each ``=``: the maximal run of non-prose tokens (words of 3+ letters end a span)."""
+    eqs: list[str] = []
+    for s in _sentences(text):
+        if s.startswith("```") or s.startswith("<tool_"):
+            continue
+        toks = s.split()
+        for k, t in enumerate(toks):
+            if t != "=" and "=" not in t.strip("=<>!"):
+                continue
+            a = k
+            while a > 0 and not _WORDISH.match(toks[a - 1]) and not toks[a - 1].endswith((",", ";", ":")):
+                a -= 1
+            b = k
+            while b + 1 < len(toks) and not _WORDISH.match(toks[b + 1]) and not toks[b].endswith((",", ";", ":")):
+                b += 1
+            e = " ".join(toks[a : b + 1]).strip(".,;:$")
+            if "=" in e and len(e) <= 80 and e not in eqs and not any(e in x for x in eqs):
+                eqs.append(e)
+    return eqs
+
+
+def _numbers(text: str) -> list[str]:
+    return list(dict.fromkeys(m.group(0) for m in _NUM.finditer(text)))
+
+
+def _key_values(block: str) -> list[str]:
+    tail = block[int(len(block) * 0.6) :]
+    vals = [v for v in _numbers(tail) if v not in ("0", "1", "2")]
+    return vals[-4:]
+
+
+def _methods(text: str) -> list[str]:
+    low = text.lower()
+    found = [m for m in _METHODS if m in low]
+    found += [f"tool:{n}" for n in re.findall(r'"name":\s*"([^"]+)"', text)]
+    return found
+
+
+def _has_method(summary: str, method: str) -> bool:
+    if method.startswith("tool:"):
+        return method[5:] in summary
+    return method in summary.lower()
+
+
+def _tool_memento(block: str) -> str | None:
+    calls = re.findall(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", block, re.S)
+    outs = re.findall(r"<tool_response>\s*(.*?)\s*</tool_response>", block, re.S)
+    if not calls:
+        return None
+    parts = []
+    for k, raw in enumerate(calls):
+        try:
+            obj = json.loads(raw)
+            args = obj.get("arguments", {})
+            arg = (
+                ", ".join(f"{a}={json.dumps(v, ensure_ascii=False)}" for a, v in args.items())
+                if isinstance(args, Mapping)
+                else str(args)
+            )
+            call = f"{obj.get('name', '?')}({arg})"
+        except json.JSONDecodeError:
+            call = raw[:60]
+        out = outs[k] if k < len(outs) else "(no result)"
+        out = " ".join(out.split())
+        parts.append(f"{call} -> {out[:240]}")
+    return "Result: " + "; ".join(parts)
+
+
+class HeuristicChatCompletionClient(ChatCompletionClient, Component[HeuristicClientConfig]):
+    """A deterministic rule-based client for the annotation pipeline's prompts (offline runs and tests).
+
+    Args:
+        budget: first-draft memento size as a fraction of the block's tokens.
+        rewrite_budget: memento size allowed when rewriting with judge feedback.
+        min_memento_tokens: floor on the memento budget for short blocks.
+    """
+
+    component_type = "model"
+    component_config_schema = HeuristicClientConfig
+    component_provider_override = "autogen_ext_memento.pipeline.HeuristicChatCompletionClient"
+
+    def __init__(self, budget: float = 0.15, rewrite_budget: float = 0.15, min_memento_tokens: int = 12) -> None:
+        self._config = HeuristicClientConfig(
+            budget=budget, rewrite_budget=rewrite_budget, min_memento_tokens=min_memento_tokens
+        )
+        self._model_info: ModelInfo = {
+            "vision": False,
+            "function_calling": False,
+            "json_output": False,
+            "family": ModelFamily.UNKNOWN,
+            "structured_output": False,
+        }
+        self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self._last = RequestUsage(prompt_tokens=0, completion_tokens=0)
+
+    # --- rules -------------------------------------------------------------------------------------------------
+    def answer(self, system: str, user: str) -> str:
+        """The rule-based answer to one pipeline prompt."""
+        if "BOUNDARY-SCORER" in system:
+            return self._score(user)
+        if "JUDGE" in system:
+            return self._judge(user)
+        if "STATE-COMPRESSOR" in system:
+            if "The judge scored it" in user:
+                return self._rewrite(user)
+            return self._compress(user)
+        return "I can only answer the memento pipeline's prompts."
+
+    def _score(self, user: str) -> str:
+        units = {int(m.group(1)): m.group(2).strip() for m in re.finditer(r"^\[(\d+)\] (.*)$", user, re.M)}
+        wanted = [int(x) for x in re.findall(r"B(\d+)", user.rsplit("Score these boundaries:", 1)[-1])]
+        lines = []
+        for i in wanted:
+            prev, nxt = units.get(i, ""), units.get(i + 1, "")
+            if prev.endswith((":", "=")) or _CONTINUE.match(nxt) or prev.startswith("```") and not prev.endswith("```"):
+                s = 0
+            elif _STRONG.match(nxt):
+                s = 3
+            elif _CLEAR.match(nxt):
+                s = 2
+            elif prev.endswith((".", "!", "?", "```", "$$")):
+                s = 1
+            else:
+                s = 0
+            lines.append(f"B{i}: {s}")
+        return "\n".join(lines)
+
+    def _budget(self, block: str, frac: float) -> int:
+        return max(self._config.min_memento_tokens, int(frac * regex_token_count(block)))
+
+    def _extract(self, block: str, frac: float, must: Sequence[str] = (), drop: Sequence[str] = ()) -> str:
+        tool = _tool_memento(block)
+        if tool is not None:
+            return tool
+        sents = [s for s in _sentences(block) if not s.startswith("```")]
+        if not sents:
+            return block[:200]
+
+        def weight(k: int, s: str) -> float:
+            low = s.lower()
+            w = 3.0 * ("=" in s) + 2.0 * bool(_NUM.search(s)) + 1.5 * bool(_methods(s))
+            w += 1.0 * any(v in low for v in _VALIDATION) + 1.0 * any(c in low for c in _CONCLUDE[:-1])
+            return w + 2.0 * k / len(sents)  # later sentences hold the block's results
+
+        result_k = max(range(len(sents)), key=lambda k: (bool(_NUM.search(sents[k]) or "=" in sents[k]), k))
+        budget = self._budget(block, frac)
+        chosen = [result_k]
+        used = regex_token_count(sents[result_k])
+        for k in sorted(range(len(sents)), key=lambda k: -weight(k, sents[k])):
+            t = regex_token_count(sents[k])
+            if k not in chosen and used + t <= budget:
+                chosen.append(k)
+                used += t
+        parts = [_LEAD.sub("", sents[result_k])] + [_LEAD.sub("", sents[k]) for k in sorted(chosen[1:])]
+        text = " ".join(p[:1].upper() + p[1:] for p in parts if p)
+        extra = [m for m in must if m not in text]
+        if extra:
+            text += " Also: " + "; ".join(x.rstrip(".") for x in extra) + "."
+        for d in drop:
+            text = text.replace(d, "")
+        return text
+
+    def _blocks(self, user: str) -> dict[int, str]:
+        return {
+            int(m.group(1)): m.group(2).strip()
+            for m in re.finditer(r"BEGIN BLOCK (\d+)\n(.*?)\nEND BLOCK \1", user, re.S)
+        }
+
+    def _compress(self, user: str) -> str:
+        blocks = self._blocks(user)
+        return "\n".join(f"Summary {i}: {self._extract(b, self._config.budget)}" for i, b in sorted(blocks.items()))
+
+    def _rewrite(self, user: str) -> str:
+        blocks = self._blocks(user)
+        i, block = next(iter(blocks.items()))
+        feedback = user.split("with this feedback:", 1)[-1]
+        must = re.findall(r'Missing (?:formula|value|method|validation): "([^"]+)"', feedback)
+        drop = re.findall(r'Hallucinated value: "([^"]+)"', feedback)
+        return f"Summary {i}: {self._extract(block, self._config.rewrite_budget, must, drop)}"
+
+    def _judge(self, user: str) -> str:
+        m = re.search(r"BEGIN BLOCK\n(.*?)\nEND BLOCK", user, re.S)
+        n = re.search(r"BEGIN MEMENTO\n(.*?)\nEND MEMENTO", user, re.S)
+        block = m.group(1) if m else ""
+        memento = n.group(1) if n else ""
+        fb: list[str] = []
+        eqs = _equations(block)[-3:]
+        if eqs:
+            hit = [e for e in eqs if e in memento]
+            formulas = 3 * len(hit) // len(eqs)
+            fb += [f'Missing formula: "{e}"' for e in eqs if e not in hit]
+        else:
+            formulas = 3
+        vals = _key_values(block)
+        if vals:
+            hitv = [v for v in vals if re.search(rf"(?<![\w.]){re.escape(v)}(?![\w])", memento)]
+            values = 2 * len(hitv) // len(vals)
+            fb += [f'Missing value: "{v}"' for v in vals if v not in hitv and not any(v in e for e in eqs)]
+        else:
+            values = 2
+        methods = _methods(block)
+        if methods and not any(_has_method(memento, x) for x in methods):
+            meth = 0
+            name = methods[-1][5:] if methods[-1].startswith("tool:") else methods[-1]
+            fb.append(f'Missing method: "{name}"')
+        else:
+            meth = 2
+        val_sents = [s for s in _sentences(block) if any(v in s.lower() for v in _VALIDATION)]
+        if val_sents and not any(v in memento.lower() for v in _VALIDATION):
+            validation = 0
+            fb.append(f'Missing validation: "{val_sents[-1][:120]}"')
+        else:
+            validation = 1
+        block_nums = set(_numbers(block))
+        halluc = [v for v in _numbers(memento) if v not in block_nums]
+        correct = 0 if halluc else 1
+        fb += [f'Hallucinated value: "{v}"' for v in halluc]
+        first = re.split(r"(?<=[.;])\s", memento.strip(), maxsplit=1)[0]
+        result_first = 1 if (_NUM.search(first) or "=" in first or "result" in first.lower()) else 0
+        if not result_first:
+            fb.append("Put the result first.")
+        penalty = 1 if halluc else 0
+        if any(p in memento.lower() for p in _NARRATIVE):
+            penalty += 1
+            fb.append("Remove process narrative.")
+        if regex_token_count(memento) > 0.35 * max(1, regex_token_count(block)) and regex_token_count(memento) > 40:
+            penalty += 1
+            fb.append("Too long: compress to about 15% of the block.")
+        score = max(0, min(10, formulas + values + meth + validation + correct + result_first - penalty))
+        return f"SCORE: {score}/10\nFEEDBACK: {' '.join(fb) if fb else 'Complete and faithful.'}"
+
+    # --- ChatCompletionClient ----------------------------------------------------------------------------------
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        system = "\n".join(m.content for m in messages if isinstance(m, SystemMessage))
+        user = "\n".join(
+            m.content if isinstance(m.content, str) else " ".join(p for p in m.content if isinstance(p, str))
+            for m in messages
+            if isinstance(m, UserMessage)
+        )
+        text = self.answer(system, user)
+        usage = RequestUsage(prompt_tokens=self.count_tokens(messages), completion_tokens=regex_token_count(text))
+        self._last = usage
+        self._total = RequestUsage(
+            self._total.prompt_tokens + usage.prompt_tokens, self._total.completion_tokens + usage.completion_tokens
+        )
+        return CreateResult(finish_reason="stop", content=text, usage=usage, cached=False)
+
+    async def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        result = await self.create(messages)
+        assert isinstance(result.content, str)
+        yield result.content
+        yield result
+
+    async def close(self) -> None:
+        pass
+
+    def actual_usage(self) -> RequestUsage:
+        return self._last
+
+    def total_usage(self) -> RequestUsage:
+        return self._total
+
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        n = 0
+        for m in messages:
+            c = getattr(m, "content", "")
+            n += regex_token_count(c if isinstance(c, str) else str(c)) + 4
+        return n
+
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        return max(0, 1_000_000 - self.count_tokens(messages))
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        warnings.warn("capabilities is deprecated, use model_info instead", DeprecationWarning, stacklevel=2)
+        return self._model_info
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self._model_info
+
+    def _to_config(self) -> HeuristicClientConfig:
+        return self._config.model_copy()
+
+    @classmethod
+    def _from_config(cls, config: HeuristicClientConfig) -> Self:
+        return cls(**config.model_dump())
