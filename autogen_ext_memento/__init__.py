@@ -11,7 +11,11 @@ from .backends import (
     TransformersBackend,
     TransformersBackendConfig,
 )
+from .context import ClosureMementoWriter, LLMMementoWriter, MementoChatCompletionContext, ObservationMaskingWriter
 from .grammar import BlockTracker, MementoConfig, MementoTokenIds
+from .memory import MementoMemory
+from .store import InMemoryBlockStore, SQLiteBlockStore, make_recall_tool
+from .wrapping import MementoContextClient
 
 __all__ = [
     "DEFAULT_MODEL_INFO",
@@ -32,4 +36,13 @@ __all__ = [
     "TransformersBackendConfig",
     "add_memento_tokens",
     "missing_tokens",
+    "ClosureMementoWriter",
+    "InMemoryBlockStore",
+    "LLMMementoWriter",
+    "MementoChatCompletionContext",
+    "MementoContextClient",
+    "MementoMemory",
+    "ObservationMaskingWriter",
+    "SQLiteBlockStore",
+    "make_recall_tool",
 ]

@@ -1,7 +1,16 @@
 """Sawtooth model contexts: blocks, memento writers, the compaction policy and ``MementoChatCompletionContext``."""
 
 from ._blocks import Block, BlockBuilder, BlockKind, TokenCounter, approx_tokens, build_blocks, message_text
-from ._compactor import DIGEST_HEADER, DIGEST_SOURCE, CompactionPolicy, ViewStats, compact, memento_line
+from ._compactor import (
+    DIGEST_HEADER,
+    DIGEST_SOURCE,
+    CompactionPolicy,
+    MementoCompactionEvent,
+    ViewStats,
+    compact,
+    log_compaction,
+    memento_line,
+)
 from ._context import (
     STATE_VERSION,
     MementoChatCompletionContext,
@@ -36,6 +45,7 @@ __all__ = [
     "LLMMementoWriter",
     "LLMMementoWriterConfig",
     "MementoChatCompletionContext",
+    "MementoCompactionEvent",
     "MementoChatCompletionContextConfig",
     "MementoWriter",
     "ObservationMaskingWriter",
@@ -46,6 +56,7 @@ __all__ = [
     "build_blocks",
     "client_counter",
     "compact",
+    "log_compaction",
     "mask_block",
     "memento_line",
     "message_text",

@@ -78,9 +78,18 @@ def message_text(msg: LLMMessage) -> str:
     return "\n".join(r.content for r in msg.content)
 
 
+def _approx_chars(msg: LLMMessage) -> int:
+    if isinstance(msg, AssistantMessage) and not isinstance(msg.content, str):
+        # ~ the rendered "<tool_call>\n{"name": …, "arguments": …}\n</tool_call>" without re-encoding the JSON.
+        return len(msg.thought or "") + sum(len(c.name) + len(c.arguments) + 48 for c in msg.content)
+    if isinstance(msg, FunctionExecutionResultMessage):
+        return sum(len(r.content) + 1 for r in msg.content)
+    return len(message_text(msg))
+
+
 def approx_tokens(messages: Sequence[LLMMessage]) -> int:
     """A cheap, offline token estimate: 4 characters per token plus 4 tokens of framing per message."""
-    return sum((len(message_text(m)) + 3) // 4 + 4 for m in messages)
+    return sum((_approx_chars(m) + 3) // 4 + 4 for m in messages)
 
 
 def closure_memento(msg: LLMMessage) -> str | None:
@@ -111,6 +120,7 @@ class Block:
     compacted: bool = False
     tokens: int = 0
     block_id: str = ""
+    line_tokens: int | None = field(default=None, repr=False)
     _digest: str | None = field(default=None, repr=False)
 
     @property
@@ -140,7 +150,8 @@ class Block:
 
     def render_messages(self) -> list[LLMMessage]:
         """The block as messages that keep an OpenAI-compatible server's role order valid (stored ones reused)."""
-        if self.kind == "unanswered":
+        if self.kind == "unanswered" or not self.closed:
+            # A call still waiting for its results is shown as text too: the request must stay valid.
             first = self.messages[0]
             assert isinstance(first, AssistantMessage) and not isinstance(first.content, str)
             text = (first.thought or "") + "\n".join(render_tool_call(c.name, c.arguments) for c in first.content)
@@ -188,6 +199,12 @@ class BlockBuilder:
         if closed:
             blk.tokens = self._counter(blk.messages)
         self.blocks.append(blk)
+        return blk
+
+    def close_open(self) -> Block | None:
+        """Close a tool block still waiting for results as ``unanswered`` and return it (on reset)."""
+        blk = self.open_block
+        self._close_unanswered()
         return blk
 
     def _close_unanswered(self) -> None:

@@ -22,12 +22,13 @@ Each block appears either whole or as one memento line: a tool call is never sep
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from autogen_core import CancellationToken
+from autogen_core import EVENT_LOGGER_NAME, CancellationToken
 from autogen_core.models import (
     AssistantMessage,
     FunctionExecutionResult,
@@ -38,6 +39,7 @@ from autogen_core.models import (
 )
 from pydantic import BaseModel, Field
 
+from .._events import _Event
 from ._blocks import Block, TokenCounter
 from ._writers import MementoWriter, mask_block
 
@@ -74,7 +76,11 @@ class CompactionPolicy(BaseModel):
 
 @dataclass
 class ViewStats:
-    """What one view cost: tokens without compaction (``full``) and as shown (``view``), and how it was built."""
+    """What one view cost: tokens of the uncompacted history (``full``) and as shown (``view``), and how it was built.
+
+    ``view`` includes the digest and the memory message; ``full`` is the history alone, as an unbounded context
+    would send it.
+    """
 
     full_tokens: int
     view_tokens: int
@@ -84,6 +90,20 @@ class ViewStats:
     omitted_mementos: int
     truncated_blocks: int
     hard: bool
+    newly_compacted: int = 0
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return dict(vars(self))
+
+
+class MementoCompactionEvent(_Event):
+    """A view compacted blocks (or took the hard path): tokens before/after and how, for per-compaction metrics."""
+
+
+def log_compaction(scope: str, stats: ViewStats) -> None:
+    """Log a :class:`MementoCompactionEvent` on AutoGen's event logger when ``stats`` shows a compaction."""
+    if stats.newly_compacted or stats.hard:
+        logging.getLogger(EVENT_LOGGER_NAME).info(MementoCompactionEvent(scope=scope, **stats.as_dict()))
 
 
 def memento_line(block: Block) -> str:
@@ -92,7 +112,10 @@ def memento_line(block: Block) -> str:
 
 
 def _line_tokens(block: Block, counter: TokenCounter) -> int:
-    return counter([UserMessage(content=memento_line(block), source=DIGEST_SOURCE)])
+    # Cached on the block: its memento and id never change once set.
+    if block.line_tokens is None:
+        block.line_tokens = counter([UserMessage(content=memento_line(block), source=DIGEST_SOURCE)])
+    return block.line_tokens
 
 
 def _cut(text: str, keep: int, block_id: str) -> str:
@@ -146,10 +169,17 @@ async def _ensure_memento(
     on_memento: OnMemento | None,
     ct: CancellationToken | None,
     counter: TokenCounter,
-) -> int:
-    """Give ``block`` a memento (once) and mark it compacted; return its digest-line tokens."""
+    *,
+    masking_only: bool = False,
+) -> int | None:
+    """Give ``block`` a memento (once) and compact it; return its digest-line tokens.
+
+    Returns ``None`` (and leaves the block whole) when the memento line would not save at least a quarter of the
+    block: the soft policy never makes a block bigger, and short messages stay verbatim. The hard path
+    (``masking_only``) compacts regardless, since its digest lines can then be dropped oldest first.
+    """
     if block.memento is None:
-        if writer.uses_llm and budget[0] <= 0:
+        if masking_only or (writer.uses_llm and budget[0] <= 0):
             block.memento, block.memento_source = mask_block(block), "masking"
         else:
             if writer.uses_llm:
@@ -158,8 +188,11 @@ async def _ensure_memento(
             block.memento_source = type(writer).__name__
         if on_memento is not None:
             await on_memento(block)
+    tokens = _line_tokens(block, counter)
+    if not masking_only and tokens > 0.75 * block.tokens:
+        return None
     block.compacted = True
-    return _line_tokens(block, counter)
+    return tokens
 
 
 async def compact(
@@ -175,6 +208,7 @@ async def compact(
     """Apply the policy to ``blocks`` (updating their ``compacted``/``memento``) and return the view."""
     limit = policy.token_limit
     budget = [policy.max_llm_mementos_per_call]
+    compacted_before = sum(1 for b in blocks if b.compacted)
     closed_idx = [i for i, b in enumerate(blocks) if b.closed]
     keep = set(closed_idx[len(closed_idx) - policy.keep_last_n_blocks :]) if policy.keep_last_n_blocks else set()
     pinned = set(range(min(policy.pin_first_blocks, len(blocks))))
@@ -183,24 +217,37 @@ async def compact(
     line_tok: dict[int, int] = {
         i: _line_tokens(b, counter) for i, b in enumerate(blocks) if b.compacted and b.memento is not None
     }
-    for i, b in enumerate(blocks):
+    for b in blocks:
         if b.compacted and b.memento is None:  # defensive: a compacted block always carries a memento
-            line_tok[i] = await _ensure_memento(b, writer, budget, on_memento, cancellation_token, counter)
+            b.compacted = False
+
+    # Running totals, so deciding block by block stays linear in the history length.
+    shown_tok = {i: _shown(b, counter) for i, b in enumerate(blocks) if not b.compacted}
+    verbatim = sum(shown_tok.values())
+    lines = sum(line_tok.values())
 
     def total() -> int:
-        verbatim = sum(_shown(b, counter) for b in blocks if not b.compacted)
-        return verbatim + (header_tokens + sum(line_tok.values()) if line_tok else 0) + mem_tokens
+        return verbatim + (header_tokens + lines if line_tok else 0) + mem_tokens
+
+    def mark(i: int, t: int | None) -> None:
+        nonlocal verbatim, lines
+        if t is not None:
+            line_tok[i] = t
+            lines += t
+            verbatim -= shown_tok.pop(i)
 
     candidates = [i for i in closed_idx if i not in keep and i not in pinned and not blocks[i].compacted]
+    if writer.waits_for_model and blocks and blocks[-1].kind == "tool" and blocks[-1].memento is None:
+        candidates = [i for i in candidates if i != len(blocks) - 1]
     if policy.trigger == "block":
         for i in candidates:
-            line_tok[i] = await _ensure_memento(blocks[i], writer, budget, on_memento, cancellation_token, counter)
+            mark(i, await _ensure_memento(blocks[i], writer, budget, on_memento, cancellation_token, counter))
     elif limit is not None and total() > limit:
         target = math.floor(policy.low_watermark * limit)
         for i in candidates:
             if total() <= target:
                 break
-            line_tok[i] = await _ensure_memento(blocks[i], writer, budget, on_memento, cancellation_token, counter)
+            mark(i, await _ensure_memento(blocks[i], writer, budget, on_memento, cancellation_token, counter))
 
     hard = False
     if limit is not None and total() > limit:
@@ -211,13 +258,10 @@ async def compact(
                 break
             if i != last and not blocks[i].compacted:
                 # The hard path never waits for a model: masking is immediate and cannot fail.
-                b = blocks[i]
-                if b.memento is None:
-                    b.memento, b.memento_source = mask_block(b), "masking"
-                    if on_memento is not None:
-                        await on_memento(b)
-                b.compacted = True
-                line_tok[i] = _line_tokens(b, counter)
+                t = await _ensure_memento(
+                    blocks[i], writer, budget, on_memento, cancellation_token, counter, masking_only=True
+                )
+                mark(i, t)
 
     # Digest lines, oldest dropped first when the hard limit still is exceeded.
     digest_idx = sorted(line_tok)
@@ -229,12 +273,18 @@ async def compact(
             i = digest_idx.pop(0)
             omitted.append(i)
             over -= line_tok[i]
+        if over > 0 and memory_message is not None:
+            # The team memory is bounded by its own budget, not this one: it is the last thing given up, and
+            # digest lines it frees room for come back.
+            over -= mem_tokens
+            memory_message, mem_tokens = None, 0
+            while omitted and over + line_tok[omitted[-1]] <= 0:
+                over += line_tok[omitted[-1]]
+                digest_idx.insert(0, omitted.pop())
     digest_lines: list[str] = []
     if omitted:
         first, lastb = blocks[omitted[0]], blocks[omitted[-1]]
-        digest_lines.append(
-            f"- ({len(omitted)} older mementos archived, blocks {first.block_id} .. {lastb.block_id})"
-        )
+        digest_lines.append(f"- ({len(omitted)} older mementos archived, blocks {first.block_id} .. {lastb.block_id})")
     digest_lines += [memento_line(blocks[i]) for i in digest_idx]
     digest = (
         UserMessage(content=DIGEST_HEADER + "\n" + "\n".join(digest_lines), source=DIGEST_SOURCE)
@@ -282,9 +332,8 @@ async def compact(
     if anchor >= len(blocks) and memory_message is not None:
         view.append(memory_message)
 
-    full = sum(
-        (b.tokens if b.closed else counter(b.render_messages())) for b in blocks
-    ) + mem_tokens
+    # What the same history costs without this context (no digest, no memory message): AutoGen's default.
+    full = sum((b.tokens if b.closed else counter(b.render_messages())) for b in blocks)
     stats = ViewStats(
         full_tokens=full,
         view_tokens=counter(view) if view else 0,
@@ -294,5 +343,6 @@ async def compact(
         omitted_mementos=len(omitted),
         truncated_blocks=truncated,
         hard=hard,
+        newly_compacted=sum(1 for b in blocks if b.compacted) - compacted_before,
     )
     return view, stats

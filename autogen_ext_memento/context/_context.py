@@ -15,7 +15,7 @@ from typing_extensions import Self
 
 from ..store import BlockStore, StoredBlock
 from ._blocks import Block, BlockBuilder, TokenCounter, approx_tokens
-from ._compactor import CompactionPolicy, ViewStats, compact
+from ._compactor import CompactionPolicy, ViewStats, compact, log_compaction
 from ._writers import MementoWriter, ObservationMaskingWriter
 
 logger = logging.getLogger(__name__)
@@ -135,8 +135,8 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         )
         if memory is not None and not isinstance(memory, MementoMemory):
             raise TypeError("memory must be a MementoMemory")
-        self._writer: MementoWriter = writer or ObservationMaskingWriter()
-        self._store: BlockStore = store or InMemoryBlockStore()
+        self._writer: MementoWriter = writer if writer is not None else ObservationMaskingWriter()
+        self._store: BlockStore = store if store is not None else InMemoryBlockStore()
         self._memory: MementoMemory | None = memory
         self._model_client = model_client
         self._counter = client_counter(model_client)
@@ -146,6 +146,7 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         self._builder = BlockBuilder(self._counter)
         self._announced: set[int] = set()
         self._memory_message: LLMMessage | None = None
+        self._memory_source: Any | None = None
         self.trace: list[ViewStats] = []
         super().__init__(None)
         for m in initial_messages or []:
@@ -224,13 +225,23 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         if block.closed:
             self._store.set_memento(block.block_id, block.memento, block.memento_source or "", mtok)
         if self._memory is not None:
-            await self._memory.add_memento(
-                block.memento, agent=block.agent, block_id=block.block_id, kind=block.kind
-            )
+            await self._memory.add_memento(block.memento, agent=block.agent, block_id=block.block_id, kind=block.kind)
 
     def set_memory_message(self, message: LLMMessage | None) -> None:
         """Show ``message`` (one memory message, replacing the previous one) in the next views."""
         self._memory_message = message
+        self._memory_source = None
+
+    def attach_memory(self, memory: Any) -> None:
+        """Show ``memory``'s message in the next views, rendered at each view without this context's own blocks."""
+        self._memory_source = memory
+        self._memory_message = None
+
+    def _current_memory_message(self) -> LLMMessage | None:
+        if self._memory_source is not None:
+            msg: LLMMessage | None = self._memory_source.render_message({b.block_id for b in self._builder.blocks})
+            return msg
+        return self._memory_message
 
     # --- the view ----------------------------------------------------------------------------------------------
     async def get_messages(self) -> list[LLMMessage]:
@@ -244,11 +255,12 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
             self._policy,
             self._writer,
             self._counter,
-            memory_message=self._memory_message,
+            memory_message=self._current_memory_message(),
             on_memento=self._on_memento,
             cancellation_token=cancellation_token,
         )
         self.trace.append(stats)
+        log_compaction(self._prefix, stats)
         return view
 
     def context_stats(self) -> dict[str, int]:
@@ -266,11 +278,15 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
     # --- lifecycle ---------------------------------------------------------------------------------------------
     async def clear(self) -> None:
         """Forget the history (the store and the memory keep everything); block ids keep increasing."""
+        pending = self._builder.close_open()
+        if pending is not None:
+            self._archive(pending)
         self._seq_base += len(self._builder.blocks)
         self._messages = []
         self._builder = BlockBuilder(self._counter)
         self._announced = set()
         self._memory_message = None
+        self._memory_source = None
 
     async def save_state(self) -> Mapping[str, Any]:
         """Versioned state: the messages, block ids and every block's memento and compaction flag."""
@@ -300,6 +316,7 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         self._messages = []
         self._builder = BlockBuilder(self._counter)
         self._memory_message = None
+        self._memory_source = None
         for m in messages:
             self._add_sync(m)
         self._announced = {int(s) for s in state.get("announced", [])}
@@ -311,6 +328,11 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
             if b.memento is None and s.get("memento") is not None:
                 b.memento, b.memento_source = str(s["memento"]), s.get("memento_source")
             b.compacted = bool(s.get("compacted")) and b.memento is not None and b.closed
+        for b in self._builder.blocks:
+            if b.closed and b.memento is not None:
+                # A fresh store (another process) gets the mementos too; an existing one keeps its first record.
+                mtok = self._counter([UserMessage(content=b.memento, source="memento")])
+                self._store.set_memento(b.block_id, b.memento, b.memento_source or "", mtok)
 
     # --- component config --------------------------------------------------------------------------------------
     def _to_config(self) -> MementoChatCompletionContextConfig:

@@ -59,7 +59,7 @@ def _squash(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + "…"
 
 
-def mask_block(block: Block, preview_chars: int = 80, message_chars: int = 200) -> str:
+def mask_block(block: Block, preview_chars: int = 80, message_chars: int = 120) -> str:
     """The observation-masking memento of a block: actions kept, observations reduced to status and preview."""
     if block.kind in ("tool", "unanswered"):
         results = {}
@@ -98,6 +98,11 @@ class MementoWriter(ABC, ComponentBase[BaseModel]):
         """Whether :meth:`write` calls a model (the context then writes mementos only when compaction needs them)."""
         return False
 
+    @property
+    def waits_for_model(self) -> bool:
+        """Whether the newest observation block is left whole until the model's own memento arrives."""
+        return False
+
     @abstractmethod
     async def write(self, block: Block, cancellation_token: CancellationToken | None = None) -> str:
         """The memento of ``block``; must not raise for a well-formed block."""
@@ -107,7 +112,7 @@ class ObservationMaskingWriterConfig(BaseModel):
     """Configuration of :class:`ObservationMaskingWriter`."""
 
     preview_chars: int = Field(default=80, ge=0)
-    message_chars: int = Field(default=200, ge=0)
+    message_chars: int = Field(default=120, ge=0)
 
 
 class ObservationMaskingWriter(MementoWriter, Component[ObservationMaskingWriterConfig]):
@@ -121,7 +126,7 @@ class ObservationMaskingWriter(MementoWriter, Component[ObservationMaskingWriter
     component_config_schema = ObservationMaskingWriterConfig
     component_provider_override = "autogen_ext_memento.context.ObservationMaskingWriter"
 
-    def __init__(self, preview_chars: int = 80, message_chars: int = 200) -> None:
+    def __init__(self, preview_chars: int = 80, message_chars: int = 120) -> None:
         self._preview = preview_chars
         self._message = message_chars
 
@@ -156,6 +161,12 @@ class ClosureMementoWriter(MementoWriter, Component[ClosureMementoWriterConfig])
 
     def __init__(self, preview_chars: int = 80) -> None:
         self._preview = preview_chars
+
+    @property
+    def waits_for_model(self) -> bool:
+        # The model writes the memento of the newest observation at its next call (the closure): masking that
+        # block first would pre-empt the model's own memento.
+        return True
 
     async def write(self, block: Block, cancellation_token: CancellationToken | None = None) -> str:
         if block.memento is not None:

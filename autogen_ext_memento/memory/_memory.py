@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from autogen_core import CancellationToken, Component
@@ -108,11 +109,13 @@ class MementoMemory(Memory, Component[MementoMemoryConfig]):
         bid = f" [{meta['block_id']}]" if meta.get("block_id") else ""
         return f"-{bid} {who}: {entry.content if isinstance(entry.content, str) else str(entry.content)}"
 
-    def select(self) -> list[MemoryContent]:
-        """The most recent entries that fit the bounds, oldest first."""
+    def select(self, exclude_block_ids: Collection[str] = ()) -> list[MemoryContent]:
+        """The most recent entries that fit the bounds, oldest first (skipping mementos of the given blocks)."""
         budget = self._max_tokens - _approx(self._header)
         out: list[MemoryContent] = []
         for e in reversed(self._entries):
+            if exclude_block_ids and (e.metadata or {}).get("block_id") in exclude_block_ids:
+                continue
             if self._max_entries is not None and len(out) >= self._max_entries:
                 break
             cost = _approx(self._line(e))
@@ -123,9 +126,13 @@ class MementoMemory(Memory, Component[MementoMemoryConfig]):
         out.reverse()
         return out
 
-    def render_message(self) -> LLMMessage | None:
-        """The one message :meth:`update_context` injects (``None`` when there is nothing to inject)."""
-        chosen = self.select()
+    def render_message(self, exclude_block_ids: Collection[str] = ()) -> LLMMessage | None:
+        """The one message :meth:`update_context` injects (``None`` when there is nothing to inject).
+
+        ``exclude_block_ids``: blocks the receiving context already shows (whole or in its own digest), so a
+        memento is never shown twice.
+        """
+        chosen = self.select(exclude_block_ids)
         if not chosen:
             return None
         return UserMessage(content=self._header + "\n" + "\n".join(self._line(e) for e in chosen), source=MEMORY_SOURCE)
@@ -137,7 +144,8 @@ class MementoMemory(Memory, Component[MementoMemoryConfig]):
         message = self.render_message()
         chosen = self.select() if message is not None else []
         if isinstance(model_context, MementoChatCompletionContext):
-            model_context.set_memory_message(message)
+            # The context renders the message at each view, leaving out the mementos of its own blocks.
+            model_context.attach_memory(self)
         else:
             shown = await model_context.get_messages()
             old = [m for m in shown if isinstance(m, UserMessage) and m.source == MEMORY_SOURCE]

@@ -26,7 +26,7 @@ def make_recall_tool(store: BlockStore, *, name: str = "recall_block", max_chars
         """Return an evicted block verbatim by its id."""
         block = store.get(block_id.strip())
         if block is None:
-            known = [b.block_id for b in store.list(limit=5)]
+            known = [b.block_id for b in store.list_blocks(limit=5)]
             return f"No block with id {block_id!r}. Recent block ids: {', '.join(known) or 'none'}."
         text = f"[block {block.block_id} by {block.agent}; memento: {block.memento or '-'}]\n{stored_text(block)}"
         if max_chars is not None and len(text) > max_chars:

@@ -60,7 +60,7 @@ class BlockStore(ABC, ComponentBase[BaseModel]):
         """The stored block with this id."""
 
     @abstractmethod
-    def list(
+    def list_blocks(
         self, *, agent: str | None = None, scope: str | None = None, limit: int | None = None
     ) -> list[StoredBlock]:
         """Stored blocks in insertion order, optionally by agent/scope; ``limit`` keeps the most recent."""
@@ -70,13 +70,13 @@ class BlockStore(ABC, ComponentBase[BaseModel]):
         words = text.lower().split()
         hits = [
             b
-            for b in self.list(agent=agent)
+            for b in self.list_blocks(agent=agent)
             if all(w in ((b.memento or "") + "\n" + b.messages_json()).lower() for w in words)
         ]
         return hits[-limit:] if limit > 0 else hits
 
     def __len__(self) -> int:
-        return len(self.list())
+        return len(self.list_blocks())
 
     def close(self) -> None:
         """Release resources (a no-op for in-memory stores)."""
@@ -93,39 +93,44 @@ class InMemoryBlockStore(BlockStore, Component[InMemoryBlockStoreConfig]):
     component_provider_override = "autogen_ext_memento.store.InMemoryBlockStore"
 
     def __init__(self) -> None:
-        self._blocks: dict[str, StoredBlock] = {}
+        # Each block is kept with its serialised messages: the JSON is the immutable, byte-exact record, so a caller
+        # mutating the message objects it passed in (or got back) cannot change what the store holds.
+        self._blocks: dict[str, tuple[StoredBlock, str]] = {}
         self._lock = threading.Lock()
 
     def append(self, block: StoredBlock) -> bool:
+        data = block.messages_json()
         with self._lock:
             old = self._blocks.get(block.block_id)
             if old is not None:
-                if old.messages_json() != block.messages_json():
+                if old[1] != data:
                     raise ValueError(f"block {block.block_id!r} is already stored with different messages")
                 return False
-            self._blocks[block.block_id] = block.model_copy(deep=True)
+            self._blocks[block.block_id] = (block.model_copy(update={"messages": _MESSAGES.validate_json(data)}), data)
             return True
 
     def set_memento(self, block_id: str, memento: str, source: str, memento_tokens: int) -> bool:
         with self._lock:
             old = self._blocks.get(block_id)
-            if old is None or old.memento is not None:
+            if old is None or old[0].memento is not None:
                 return False
-            self._blocks[block_id] = old.model_copy(
-                update={"memento": memento, "memento_source": source, "memento_tokens": memento_tokens}
-            )
+            upd = {"memento": memento, "memento_source": source, "memento_tokens": memento_tokens}
+            self._blocks[block_id] = (old[0].model_copy(update=upd), old[1])
             return True
 
     def get(self, block_id: str) -> StoredBlock | None:
-        b = self._blocks.get(block_id)
-        return b.model_copy(deep=True) if b is not None else None
+        hit = self._blocks.get(block_id)
+        if hit is None:
+            return None
+        return hit[0].model_copy(update={"messages": _MESSAGES.validate_json(hit[1])})
 
-    def list(
+    def list_blocks(
         self, *, agent: str | None = None, scope: str | None = None, limit: int | None = None
     ) -> list[StoredBlock]:
+        """Stored blocks (shared records: read them, do not mutate them; :meth:`get` returns a fresh copy)."""
         out = [
             b
-            for b in self._blocks.values()
+            for b, _ in self._blocks.values()
             if (agent is None or b.agent == agent) and (scope is None or b.scope == scope)
         ]
         return out[-limit:] if limit is not None and limit > 0 else out
@@ -244,7 +249,7 @@ class SQLiteBlockStore(BlockStore, Component[SQLiteBlockStoreConfig]):
             row = self._conn.execute(f"SELECT {_COLS} FROM blocks WHERE block_id = ?", (block_id,)).fetchone()
         return self._row(row) if row is not None else None
 
-    def list(
+    def list_blocks(
         self, *, agent: str | None = None, scope: str | None = None, limit: int | None = None
     ) -> list[StoredBlock]:
         where: list[str] = []

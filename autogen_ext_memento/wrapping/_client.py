@@ -12,7 +12,7 @@ from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,  # type: ignore
+    ModelCapabilities,
     ModelInfo,
     RequestUsage,
     SystemMessage,
@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import Self
 
 from ..context._blocks import Block, approx_tokens, build_blocks
-from ..context._compactor import CompactionPolicy, ViewStats, compact
+from ..context._compactor import CompactionPolicy, ViewStats, compact, log_compaction
 from ..context._context import client_counter
 from ..context._writers import MementoWriter, ObservationMaskingWriter
 from ..store import BlockStore, InMemoryBlockStore, StoredBlock
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 class _Caller:
     """Per-caller memento cache (block content hash → memento) and view trace."""
 
-    mementos: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    mementos: dict[str, tuple[str, str | None, bool]] = field(default_factory=dict)
     archived: set[str] = field(default_factory=set)
     trace: list[ViewStats] = field(default_factory=list)
 
@@ -87,7 +87,6 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
 
         import asyncio
 
-        from autogen_agentchat.teams import MagenticOneGroupChat
         from autogen_ext.models.replay import ReplayChatCompletionClient
         from autogen_ext_memento.memory import MementoMemory
         from autogen_ext_memento.wrapping import MementoContextClient
@@ -134,8 +133,8 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
             pin_first_blocks=pin_first_blocks,
             max_llm_mementos_per_call=max_llm_mementos_per_call,
         )
-        self._writer: MementoWriter = writer or ObservationMaskingWriter()
-        self._store: BlockStore = store or InMemoryBlockStore()
+        self._writer: MementoWriter = writer if writer is not None else ObservationMaskingWriter()
+        self._store: BlockStore = store if store is not None else InMemoryBlockStore()
         self._memory: MementoMemory | None = memory
         self._name = name
         self._prefix = name or "ctx"
@@ -177,7 +176,10 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
 
     # --- compaction --------------------------------------------------------------------------------------------
     async def compact_messages(
-        self, messages: Sequence[LLMMessage], cancellation_token: CancellationToken | None = None, caller: str | None = None
+        self,
+        messages: Sequence[LLMMessage],
+        cancellation_token: CancellationToken | None = None,
+        caller: str | None = None,
     ) -> list[LLMMessage]:
         """The compacted list that would be sent for ``messages`` (also updates the caller's cache and trace)."""
         cid = caller or self._caller_id()
@@ -191,8 +193,7 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
             b.block_id = f"{self._prefix}-{b.digest()[:12]}"
             cached = state.mementos.get(b.digest())
             if cached is not None and b.closed:
-                b.memento, b.memento_source = cached
-                b.compacted = True
+                b.memento, b.memento_source, b.compacted = cached
             if b.closed and b.block_id not in state.archived:
                 self._store.append(
                     StoredBlock(
@@ -206,14 +207,17 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
                     )
                 )
                 state.archived.add(b.block_id)
-        memory_message = self._memory.render_message() if self._memory is not None else None
+        own = {b.block_id for b in blocks}
+        memory_message = self._memory.render_message(own) if self._memory is not None else None
 
         async def on_memento(block: Block) -> None:
             assert block.memento is not None
             mtok = self._counter([UserMessage(content=block.memento, source="memento")])
             self._store.set_memento(block.block_id, block.memento, block.memento_source or "", mtok)
             if self._memory is not None:
-                await self._memory.add_memento(block.memento, agent=block.agent, block_id=block.block_id, kind=block.kind)
+                await self._memory.add_memento(
+                    block.memento, agent=block.agent, block_id=block.block_id, kind=block.kind
+                )
 
         view, stats = await compact(
             blocks,
@@ -225,9 +229,10 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
             cancellation_token=cancellation_token,
         )
         for b in blocks:
-            if b.compacted and b.memento is not None:
-                state.mementos[b.digest()] = (b.memento, b.memento_source)
+            if b.memento is not None and b.closed:
+                state.mementos[b.digest()] = (b.memento, b.memento_source, b.compacted)
         state.trace.append(stats)
+        log_compaction(f"{self._prefix}:{cid}", stats)
         return lead + view
 
     # --- ChatCompletionClient ----------------------------------------------------------------------------------
@@ -301,8 +306,8 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
             return max(0, (self._policy.token_limit or 128000) - self.count_tokens(messages, tools=tools))
 
     @property
-    def capabilities(self) -> ModelCapabilities:  # type: ignore
-        return self._client.capabilities  # type: ignore
+    def capabilities(self) -> ModelCapabilities:
+        return self._client.capabilities
 
     @property
     def model_info(self) -> ModelInfo:
