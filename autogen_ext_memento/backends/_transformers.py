@@ -131,6 +131,8 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         self._trust = trust_remote_code
         self.logits_processor = logits_processor
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        # Live KV entries of all sessions together after every forward pass and eviction (pool occupancy).
+        self.pool_trace: list[int] = []
         self._lock = threading.RLock()
         self._check_full_attention()
 
@@ -180,6 +182,14 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
     def close_session(self, session_id: str) -> None:
         with self._lock:
             self._sessions.pop(session_id, None)
+
+    @property
+    def pool_live_tokens(self) -> int:
+        """Live KV entries held by all sessions together."""
+        return sum(len(s.slots) for s in self._sessions.values())
+
+    def _record_pool(self) -> None:
+        self.pool_trace.append(self.pool_live_tokens)
 
     def session_tokens(self, session_id: str) -> tuple[list[int], list[int]]:
         """``(logical ids incl. pending, live slot positions)`` of a session, for inspection and tests."""
@@ -329,6 +339,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         sess.ids.extend(tokens)
         sess.slots.extend(range(first_pos, first_pos + n))
         sess.stats.live_kv_tokens = len(sess.slots)
+        self._record_pool()
 
     def _evict(self, sess: _Session, spans: Sequence[Span], blocks: Sequence[int]) -> None:
         torch = self._torch
@@ -343,6 +354,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
             sess.stats.evictions += 1
             sess.stats.evicted_tokens += b - a
         sess.stats.live_kv_tokens = len(sess.slots)
+        self._record_pool()
         if self._memento.restart_mode and blocks:
             self._restart(sess, min(sess.tracker.blocks[i].summary_start or 0 for i in blocks))
 

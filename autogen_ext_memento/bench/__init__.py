@@ -3,10 +3,11 @@
 from ._bench import load_model, run_benchmark, write_report
 from ._methods import DEFAULT_METHODS, Method, methods
 from ._report import markdown_table, plot_sawtooth, plot_scatter
-from ._runner import EpisodeRun, MethodSummary, run_episode, run_method, summarize
+from ._runner import ConcurrentRun, EpisodeRun, MethodSummary, run_concurrent, run_episode, run_method, summarize
 
 __all__ = [
     "DEFAULT_METHODS",
+    "ConcurrentRun",
     "EpisodeRun",
     "Method",
     "MethodSummary",
@@ -16,6 +17,7 @@ __all__ = [
     "plot_sawtooth",
     "plot_scatter",
     "run_benchmark",
+    "run_concurrent",
     "run_episode",
     "run_method",
     "summarize",

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._methods import DEFAULT_METHODS, methods
 from ._report import markdown_table, plot_sawtooth, plot_scatter
-from ._runner import EpisodeRun, run_method, summarize
+from ._runner import ConcurrentRun, EpisodeRun, run_concurrent, run_method, summarize
 
 
 def load_model(model_dir: str | None) -> tuple[Any, Any, str]:
@@ -33,6 +33,7 @@ def run_benchmark(
     seed: int = 20_000,
     kv_budget: int = 8192,
     max_new_tokens: int = 64,
+    concurrent_agents: int = 4,
     out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the report (also written to ``out_dir`` with a table and plots).
@@ -58,6 +59,12 @@ def run_benchmark(
             runs[m] += rs
             block[m] = summarize(rs, kv_budget).as_dict()
         by_length[str(n_pages)] = block
+    concurrent: dict[str, ConcurrentRun] = {}
+    if concurrent_agents > 0:
+        longest = max(pages)
+        eps = sample_episodes(concurrent_agents, seed + 7 * longest, FactTrackerConfig().with_pages(longest))
+        for m in method_names:
+            concurrent[m] = run_concurrent(model, tok, table[m], eps, max_new_tokens=max_new_tokens)
     report: dict[str, Any] = {
         "model": name,
         "workload": "fact_tracker (AssistantAgent + FunctionTool, held-out seeds)",
@@ -67,15 +74,25 @@ def run_benchmark(
         "kv_budget": kv_budget,
         "methods": {m: summarize(runs[m], kv_budget).as_dict() for m in method_names},
         "by_length": by_length,
+        "concurrent": {
+            "agents": concurrent_agents,
+            "pages": max(pages),
+            "methods": {m: r.as_dict() for m, r in concurrent.items()},
+        },
         "descriptions": {m: table[m].description for m in method_names},
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if out_dir is not None:
-        write_report(report, runs, Path(out_dir))
+        write_report(report, runs, Path(out_dir), {m: r.pool_trace for m, r in concurrent.items()})
     return report
 
 
-def write_report(report: dict[str, Any], runs: dict[str, list[EpisodeRun]], out: Path) -> None:
+def write_report(
+    report: dict[str, Any],
+    runs: dict[str, list[EpisodeRun]],
+    out: Path,
+    pool_traces: dict[str, list[int]] | None = None,
+) -> None:
     """``results.json``, ``table.md`` and the plots."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=2))
@@ -92,7 +109,23 @@ def write_report(report: dict[str, Any], runs: dict[str, list[EpisodeRun]], out:
     ]
     for n_pages, block in report["by_length"].items():
         lines += ["", f"## {n_pages} pages", "", markdown_table(block)]
+    conc = report.get("concurrent", {})
+    if conc.get("methods"):
+        lines += [
+            "",
+            f"## {conc['agents']} agents at once on one backend ({conc['pages']} pages each)",
+            "",
+            "| method | accuracy | pool peak KV (tok) | prompt tok processed | completion tok/s |",
+            "|---|---|---|---|---|",
+        ]
+        for name, c in conc["methods"].items():
+            lines.append(
+                f"| {name} | {c['accuracy']:.1%} | {c['pool_peak_kv_tokens']} | {c['prompt_tokens']} | "
+                f"{c['tokens_per_s']:.1f} |"
+            )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     traces = {m: rs[-1].trace for m, rs in runs.items() if rs and str(rs[-1].pages) == longest}
     plot_sawtooth(traces, out / "sawtooth.png", f"live KV, one {longest}-page episode")
     plot_scatter(report["methods"], out / "accuracy_vs_peak_kv.png", "accuracy vs peak KV (all lengths)")
+    if pool_traces:
+        plot_sawtooth(pool_traces, out / "pool.png", "live KV of all concurrent sessions (pool occupancy)")

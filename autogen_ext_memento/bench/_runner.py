@@ -140,3 +140,55 @@ def run_method(
         ]
 
     return asyncio.run(go())
+
+
+@dataclass
+class ConcurrentRun:
+    """Several agents, each on its own episode, sharing one backend at the same time (a serving workload)."""
+
+    method: str
+    agents: int
+    accuracy: float
+    pool_peak_kv_tokens: int
+    seconds: float
+    completion_tokens: int
+    prompt_tokens: int
+    tokens_per_s: float
+    pool_trace: list[int] = field(default_factory=list, repr=False)
+
+    def as_dict(self, with_trace: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_trace:
+            d.pop("pool_trace")
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def run_concurrent(
+    model: Any, tokenizer: Any, method: Method, episodes: Sequence[Any], *, max_new_tokens: int = 64
+) -> ConcurrentRun:
+    """Run one agent per episode concurrently on one backend; record the pool's live KV over time."""
+    from ..backends import TransformersBackend
+
+    backend = TransformersBackend(model, tokenizer, memento=method.memento, max_model_len=1 << 20)
+
+    async def go() -> list[EpisodeRun]:
+        jobs = [
+            run_episode(backend, method, ep, f"{method.name}-c{i}", max_new_tokens) for i, ep in enumerate(episodes)
+        ]
+        return list(await asyncio.gather(*jobs))
+
+    t0 = time.perf_counter()
+    runs = asyncio.run(go())
+    seconds = time.perf_counter() - t0
+    completion = sum(r.completion_tokens for r in runs)
+    return ConcurrentRun(
+        method=method.name,
+        agents=len(runs),
+        accuracy=sum(r.correct for r in runs) / max(1, len(runs)),
+        pool_peak_kv_tokens=max(backend.pool_trace, default=0),
+        seconds=seconds,
+        completion_tokens=completion,
+        prompt_tokens=sum(r.prompt_tokens for r in runs),
+        tokens_per_s=completion / seconds if seconds else 0.0,
+        pool_trace=list(backend.pool_trace),
+    )

@@ -16,6 +16,7 @@ def register(sub: Any) -> None:
     p.add_argument("--pages", default=None, help="comma-separated episode lengths (default 4,8,16; quick 4,8)")
     p.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
     p.add_argument("--seed", type=int, default=20_000, help="held-out episode seed")
+    p.add_argument("--agents", type=int, default=None, help="concurrent agents on one backend (default 4, quick 2)")
     p.add_argument("--kv-budget", type=int, default=8192, help="KV budget (tokens) for the capacity column")
     p.add_argument("--out", default="benchmarks/latest", help="output directory for results.json, table.md, PNGs")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         episodes=episodes,
         seed=args.seed,
         kv_budget=args.kv_budget,
+        concurrent_agents=args.agents if args.agents is not None else (2 if args.quick else 4),
         out_dir=args.out,
     )
     if args.json:
