@@ -32,7 +32,9 @@ def test_report_shape_on_a_random_model(tiny_model_dir: Path, tmp_path: Path) ->
             assert key in entry
         assert entry["episodes"] == 1 and entry["peak_kv_tokens"] > 0
     assert json.loads((tmp_path / "results.json").read_text())["methods"].keys() == report["methods"].keys()
-    assert (tmp_path / "table.md").read_text().count("| memento_kv |") == 2
+    assert (tmp_path / "table.md").read_text().count("| memento_kv |") == 3  # all lengths, 2 pages, concurrent
+    assert report["concurrent"]["methods"]["memento_kv"]["agents"] == 4
+    assert (tmp_path / "pool.png").stat().st_size > 1000
     assert (tmp_path / "sawtooth.png").stat().st_size > 1000
 
 
