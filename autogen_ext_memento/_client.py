@@ -418,11 +418,20 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
             )
         )
 
-    def _check(self, json_output: bool | type[BaseModel] | None, tools: Sequence[Tool | ToolSchema]) -> None:
+    def _prepare(
+        self,
+        json_output: bool | type[BaseModel] | None,
+        tools: Sequence[Tool | ToolSchema],
+        extra: Mapping[str, Any],
+    ) -> tuple[str, SamplingParams]:
+        """Validate a call's arguments against the model info; pick its session and sampling parameters."""
         if json_output not in (None, False) and not self._model_info["json_output"]:
             raise ValueError("json_output requested but model_info['json_output'] is False")
         if tools and not self._model_info["function_calling"]:
             raise ValueError("tools given but model_info['function_calling'] is False")
+        sid = self._resolve_session(extra)
+        self.last_session_id = sid
+        return sid, self._sampling(extra)
 
     def create_blocking(
         self,
@@ -434,10 +443,7 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         extra_create_args: Mapping[str, Any] = {},
     ) -> CreateResult:
         """:meth:`create` without an event loop, for evaluation loops and scripts (blocks the calling thread)."""
-        self._check(json_output, tools)
-        sid = self._resolve_session(extra_create_args)
-        self.last_session_id = sid
-        params = self._sampling(extra_create_args)
+        sid, params = self._prepare(json_output, tools, extra_create_args)
         outcome = self._run(sid, messages, tools, tool_choice, json_output, params, threading.Event(), None)
         self._finish(outcome.result, messages, tools)
         return outcome.result
@@ -453,10 +459,7 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         """Generate one completion for the calling agent's session (blocking work runs in a thread)."""
-        self._check(json_output, tools)
-        sid = self._resolve_session(extra_create_args)
-        self.last_session_id = sid
-        params = self._sampling(extra_create_args)
+        sid, params = self._prepare(json_output, tools, extra_create_args)
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(
@@ -484,10 +487,7 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Stream string deltas (closure memento, reasoning, answer or tool call text), then one ``CreateResult``."""
-        self._check(json_output, tools)
-        sid = self._resolve_session(extra_create_args)
-        self.last_session_id = sid
-        params = self._sampling(extra_create_args)
+        sid, params = self._prepare(json_output, tools, extra_create_args)
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
