@@ -28,5 +28,5 @@ test-slow: install-test
 	$(BIN)/python -m pytest -q -m slow
 
 lint: install-test
-	$(BIN)/ruff check autogen_ext_memento tests examples
+	$(BIN)/ruff check autogen_ext_memento tests examples serving
 	$(BIN)/mypy

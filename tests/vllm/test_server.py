@@ -1,0 +1,137 @@
+"""``autogen-memento serve`` end to end: the OpenAI server with the plugin, its session API and ``VLLMBackend``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _vllm_helpers import BLOCK, KV_BYTES_PER_BLOCK, MAX_LEN, make_scenario
+
+from autogen_ext_memento.backends import SamplingParams
+
+pytestmark = pytest.mark.vllm
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(vllm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    pytest.importorskip("vllm")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    cmd = [
+        sys.executable, "-m", "autogen_ext_memento.cli._serve", "--device", "cpu", str(vllm_model_dir),
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+        "--max-model-len", str(MAX_LEN), "--block-size", str(BLOCK), "--max-num-seqs", "4",
+        "--kv-cache-memory-bytes", str(64 * KV_BYTES_PER_BLOCK), "--seed", "0",
+    ]  # fmt: skip
+    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1", HF_HUB_OFFLINE="1")
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/v1/memento/config", timeout=5) as r:
+                    json.loads(r.read())
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("server did not start:\n" + log.read_text()[-4000:]) from None
+                time.sleep(2)
+        yield url
+    finally:
+        # The server spawns an engine-core and a worker process: stop the whole process group it leads.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_session_api_matches_reference_over_three_turns(server: str, vllm_model_dir: Path, reference: Any) -> None:
+    from autogen_ext_memento.backends import VLLMBackend
+
+    backend = VLLMBackend(server, str(vllm_model_dir))
+    ref = reference(keep_last_n_blocks=0)
+    assert backend.memento_ids == ref.memento_ids
+    assert backend.max_model_len == MAX_LEN
+    history: list[int] = []
+    for turn in range(3):
+        sc = make_scenario(ref.memento_ids, 500 + turn, 380, blocks_in_prompt=2, decode_blocks=0)
+        prompt = history + sc.prompt
+        params = SamplingParams(max_new_tokens=12)
+        exp = ref.generate("s", prompt, params)
+        got = backend.generate("agent-1", prompt, params)
+        assert got.token_ids == exp.token_ids
+        assert got.prompt_tokens == exp.prompt_tokens  # only new tokens are prefilled after turn 1
+        assert got.evictions == exp.evictions >= 2
+        assert got.rebuilt is False
+        history = prompt + got.token_ids
+    info = backend.session_info("agent-1")
+    assert info is not None and info["logical_tokens"] == len(history) - 1
+    assert info["kv_tokens"] < info["logical_tokens"]
+    st = backend.stats("agent-1")
+    assert st is not None and st.evictions >= 6
+    assert "agent-1" in backend.session_ids()
+    backend.close_session("agent-1")
+    assert backend.session_info("agent-1") is None
+
+
+def test_chat_client_works_unchanged_against_vllm(server: str, vllm_model_dir: Path, reference: Any) -> None:
+    import asyncio
+
+    from autogen_core.models import UserMessage
+
+    from autogen_ext_memento import MementoChatCompletionClient
+    from autogen_ext_memento.backends import VLLMBackend
+
+    async def run(backend: Any) -> list[Any]:
+        client = MementoChatCompletionClient(backend, session_id="chat", max_new_tokens=8)
+        msgs: list[Any] = [UserMessage(content="Read the page and write down alpha.", source="user")]
+        first = await client.create(msgs)
+        msgs += [UserMessage(content="state: alpha=7 beta=?", source="user")]
+        second = await client.create(msgs)
+        return [first.content, second.content]
+
+    got = asyncio.run(run(VLLMBackend(server, str(vllm_model_dir))))
+    exp = asyncio.run(run(reference(keep_last_n_blocks=0)))
+    assert got == exp
+
+
+def test_openai_completions_endpoint_serves_with_plugin(server: str) -> None:
+    body = json.dumps({"model": "x", "prompt": [5, 40, 41, 42], "max_tokens": 4, "temperature": 0}).encode()
+    models = json.loads(urllib.request.urlopen(server + "/v1/models", timeout=30).read())
+    body = json.dumps(
+        {"model": models["data"][0]["id"], "prompt": [5, 40, 41, 42], "max_tokens": 4, "temperature": 0}
+    ).encode()
+    req = urllib.request.Request(server + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    out = json.loads(urllib.request.urlopen(req, timeout=60).read())
+    assert out["usage"]["completion_tokens"] == 4
+    mem = json.loads(urllib.request.urlopen(server + "/v1/memento/sessions", timeout=30).read())
+    assert mem["memory"]["block_size"] == BLOCK and mem["memory"]["num_blocks"] > 0
