@@ -10,6 +10,8 @@ from .backends import (
     SessionStats,
     TransformersBackend,
     TransformersBackendConfig,
+    VLLMBackend,
+    VLLMBackendConfig,
 )
 from .context import ClosureMementoWriter, LLMMementoWriter, MementoChatCompletionContext, ObservationMaskingWriter
 from .grammar import BlockTracker, MementoConfig, MementoTokenIds
@@ -34,6 +36,8 @@ __all__ = [
     "SessionStats",
     "TransformersBackend",
     "TransformersBackendConfig",
+    "VLLMBackend",
+    "VLLMBackendConfig",
     "add_memento_tokens",
     "missing_tokens",
     "ClosureMementoWriter",
