@@ -1,8 +1,9 @@
 """The fact tracker: a procedural, seeded long-horizon agent task in the real agent chat format.
 
 The agent must report the final value of a few *goal keys* after reading a paged log through a ``read(cursor)``
-tool. Every page holds ``key value`` lines (mostly distractors: facts about other keys) and the cursor of the next
-page (``next none`` on the last page). After each observation the model writes a *state memento* — the next cursor
+tool. Every page holds ``- key value`` lines (mostly distractors: facts about other keys) and the cursor of the next
+page (``next none`` on the last page). Cursors are random page ids, so nothing depends on counting and the task
+extends to any length. After each observation the model writes a *state memento* — the next cursor
 and the current value of every goal key (``?`` while unseen) — so, once the block is evicted, state is carried
 forward only through mementos. The final answer needs facts that live only in evicted blocks.
 
@@ -13,9 +14,12 @@ through :class:`~autogen_ext_memento.MementoChatCompletionClient`::
     UserMessage(goal)
     AssistantMessage([FunctionCall(read, {"cursor": 0})])
     FunctionExecutionResultMessage([page 1])
-    AssistantMessage([FunctionCall(read, {"cursor": c1})], thought="<|block_end|><|summary_start|>next c1 ...<|summary_end|>")
+    AssistantMessage([FunctionCall(read, {"cursor": 17})],
+                     thought="<|block_end|><|summary_start|>next 17 alpha 7 bravo ?<|summary_end|>")
+    FunctionExecutionResultMessage([page 2])
     ...
-    AssistantMessage("alpha 7 bravo ? echo 12", thought="<|block_end|><|summary_start|>next none ...<|summary_end|>")
+    AssistantMessage("answer: alpha 4 bravo 9",
+                     thought="<|block_end|><|summary_start|>next none alpha 4 bravo 9<|summary_end|>")
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ from autogen_core.models import (
 from autogen_core.tools import FunctionTool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..grammar import SUMMARY_END, SUMMARY_START
 from ..chat_format import CLOSURE_PREFIX
+from ..grammar import SUMMARY_END, SUMMARY_START
 
 KEYS: tuple[str, ...] = (
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
@@ -49,8 +53,8 @@ KEYS: tuple[str, ...] = (
 UNKNOWN = "?"
 END_CURSOR = "none"
 TOOL_NAME = "read"
-TOOL_DESCRIPTION = "Read one log page: key value lines, then the cursor of the next page."
-SYSTEM_PROMPT = "You track facts in a paged log. After each page write the next cursor and the value of every goal key."
+TOOL_DESCRIPTION = "Read the log page at a cursor."
+SYSTEM_PROMPT = "You track facts in a paged log."
 AGENT_NAME = "tracker"
 
 
@@ -58,8 +62,11 @@ class FactTrackerConfig(BaseModel):
     """Shape of fact-tracker episodes.
 
     Args:
-        goal_keys: how many keys the agent must track (the memento holds all of them).
-        facts_per_page: ``key value`` lines per page (the observation's bulk).
+        goal: fixed goal keys (the default, which the shipped tiny model was trained on), or ``None`` to draw
+            ``goal_keys`` keys per episode (copying keys named far back in the prompt is much harder to learn).
+        goal_keys: how many keys the agent must track when ``goal`` is ``None``.
+        facts_per_page: ``key value`` lines per page (the observation's bulk); with ``min_facts_per_page``, the
+            most lines, each page drawing its count uniformly from ``min_facts_per_page .. facts_per_page``.
         goal_fact_prob: probability that a fact is about a goal key (the rest are distractors).
         min_pages / max_pages: page count, drawn uniformly per episode.
         n_values: values are the integers ``0 .. n_values-1``.
@@ -68,18 +75,24 @@ class FactTrackerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    goal_keys: int = Field(default=3, ge=1)
-    facts_per_page: int = Field(default=10, ge=1)
-    goal_fact_prob: float = Field(default=0.2, ge=0.0, le=1.0)
-    min_pages: int = Field(default=2, ge=1)
-    max_pages: int = Field(default=8, ge=1)
+    goal: tuple[str, ...] | None = ("alpha", "bravo")
+    goal_keys: int = Field(default=2, ge=1)
+    facts_per_page: int = Field(default=8, ge=1)
+    min_facts_per_page: int | None = Field(default=None, ge=1)
+    goal_fact_prob: float = Field(default=0.25, ge=0.0, le=1.0)
+    min_pages: int = Field(default=1, ge=1)
+    max_pages: int = Field(default=5, ge=1)
     n_values: int = Field(default=100, ge=2, le=100)
-    n_keys: int = Field(default=len(KEYS), ge=2, le=len(KEYS))
+    n_keys: int = Field(default=16, ge=2, le=len(KEYS))
 
     @model_validator(mode="after")
     def _check(self) -> FactTrackerConfig:
         if self.min_pages > self.max_pages:
             raise ValueError(f"min_pages {self.min_pages} > max_pages {self.max_pages}")
+        if self.min_facts_per_page is not None and self.min_facts_per_page > self.facts_per_page:
+            raise ValueError(f"min_facts_per_page {self.min_facts_per_page} > facts_per_page {self.facts_per_page}")
+        if self.goal is not None and any(k not in KEYS[: self.n_keys] for k in self.goal):
+            raise ValueError(f"goal keys {self.goal} must be among the first n_keys={self.n_keys} keys")
         if self.goal_keys > self.n_keys:
             raise ValueError(f"goal_keys {self.goal_keys} > n_keys {self.n_keys}")
         return self
@@ -99,7 +112,7 @@ class Page:
 
     @property
     def text(self) -> str:
-        lines = [f"{k} {v}" for k, v in self.facts]
+        lines = [f"- {k} {v}" for k, v in self.facts]
         lines.append(f"next {END_CURSOR if self.next_cursor is None else self.next_cursor}")
         return "\n".join(lines)
 
@@ -139,7 +152,7 @@ class Episode:
     def answer(self) -> str:
         """The reference final answer."""
         state = self.state_after(len(self.pages) - 1)
-        return " ".join(f"{k} {state[k]}" for k in self.goal)
+        return "answer: " + " ".join(f"{k} {state[k]}" for k in self.goal)
 
     @property
     def answer_values(self) -> dict[str, str]:
@@ -150,7 +163,7 @@ def sample_episode(rng: random.Random, config: FactTrackerConfig | None = None, 
     """Draw one episode from ``rng``."""
     cfg = config or FactTrackerConfig()
     pool = list(KEYS[: cfg.n_keys])
-    goal = tuple(rng.sample(pool, cfg.goal_keys))
+    goal = tuple(cfg.goal) if cfg.goal is not None else tuple(rng.sample(pool, cfg.goal_keys))
     others = [k for k in pool if k not in goal]
     n_pages = rng.randint(cfg.min_pages, cfg.max_pages)
     # Cursors are distinct random page ids (1..99), so the task needs no counting and generalises to any length.
@@ -160,7 +173,8 @@ def sample_episode(rng: random.Random, config: FactTrackerConfig | None = None, 
     pages = []
     for i in range(n_pages):
         facts = []
-        for _ in range(cfg.facts_per_page):
+        n_facts = cfg.facts_per_page if cfg.min_facts_per_page is None else rng.randint(cfg.min_facts_per_page, cfg.facts_per_page)
+        for _ in range(n_facts):
             key = rng.choice(goal) if rng.random() < cfg.goal_fact_prob else rng.choice(others)
             facts.append((key, rng.randrange(cfg.n_values)))
         nxt = cursors[i + 1] if i + 1 < n_pages else None
@@ -183,7 +197,7 @@ class FactTrackerEnv:
         self.calls: list[int] = []
 
     def read(self, cursor: int) -> str:
-        """Read one log page: key value lines, then the cursor of the next page."""
+        """Read the log page at a cursor: ``- key value`` lines, then ``next <cursor>``."""
         self.calls.append(cursor)
         page = self._by_cursor.get(int(cursor))
         if page is None:

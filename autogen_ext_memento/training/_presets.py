@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,7 +79,7 @@ class TrainingPreset(BaseModel):
         return 2 if stage == 2 else 1
 
 
-_PAPER = {"num_samples": 31000, "max_length": 32768, "global_batch_size": 512, "learning_rate": 8e-5}
+_PAPER: dict[str, Any] = {"num_samples": 31000, "max_length": 32768, "global_batch_size": 512, "learning_rate": 8e-5}
 
 PRESETS: dict[str, TrainingPreset] = {
     "qwen3-8b": TrainingPreset(name="qwen3-8b", base_model="Qwen/Qwen3-8B", family="qwen3", **_PAPER),
@@ -96,11 +96,11 @@ PRESETS: dict[str, TrainingPreset] = {
         name="tiny",
         family="tiny",
         max_length=2048,
-        global_batch_size=16,
-        per_device_batch_size=16,
+        global_batch_size=12,
+        per_device_batch_size=12,
         num_samples=None,
         num_train_epochs=1.0,
-        max_steps=1000,
+        max_steps=500,
         learning_rate=1.5e-3,
         lr_scheduler_type="cosine_with_min_lr",
         warmup_ratio=0.05,

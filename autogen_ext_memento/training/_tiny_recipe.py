@@ -14,11 +14,11 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN, TurnEncoder
 from ..grammar import MementoConfig, MementoTokenIds
-from ..tasks import Episode, FactTrackerConfig, corpus, episode_messages, sample_episodes, tool_schema_tool
+from ..tasks import KEYS, Episode, FactTrackerConfig, corpus, episode_messages, sample_episodes, tool_schema_tool
 from ._collator import IGNORE_INDEX, MementoCollator
 from ._data import TokenizedSample, encode_messages
 from ._presets import PRESETS, TrainingPreset
@@ -27,17 +27,23 @@ from ._trainer import train_stage
 logger = logging.getLogger(__name__)
 
 TOOL_TAGS: tuple[str, ...] = (TOOL_CALL_OPEN, TOOL_CALL_CLOSE, TOOL_RESPONSE_OPEN, TOOL_RESPONSE_CLOSE)
-TINY_ARCH: dict[str, int] = {
+TINY_ARCH: dict[str, Any] = {
     "hidden_size": 128,
     "layers": 4,
     "heads": 4,
     "kv_heads": 2,
     "head_dim": 32,
-    "intermediate_size": 512,
+    "intermediate_size": 256,
     "max_position_embeddings": 8192,
 }
-TASK = FactTrackerConfig()
-"""Training distribution: 3 goal keys of 24, 10 facts per page, 2-8 pages."""
+RANDOM_GOAL_TASK = FactTrackerConfig(goal=None, min_facts_per_page=4, facts_per_page=8, min_pages=1, max_pages=5)
+"""Stages 1, 2 and 2b: 2 random goal keys of 16, 4-8 facts per page, 1-5 pages."""
+TASK = RANDOM_GOAL_TASK.model_copy(update={"goal": ("alpha", "bravo")})
+"""Stage 2c (the final distribution): the default task's fixed goal keys, 4-8 facts per page, 1-5 pages."""
+LOOKUP_TASK = TASK.model_copy(update={"min_facts_per_page": 2, "facts_per_page": 5, "goal_fact_prob": 0.5})
+"""Stage 2d: a lookup curriculum (fewer facts, more of them about the goal keys) for the value-copy skill."""
+STAGE1_TASK = RANDOM_GOAL_TASK.model_copy(update={"max_pages": 4})
+"""Stage 1 learns the per-block skill with full attention on slightly shorter, cheaper episodes (1-4 pages)."""
 
 
 def build_task_tokenizer(seed: int = 1234, vocab_size: int = 1024) -> Any:
@@ -47,8 +53,24 @@ def build_task_tokenizer(seed: int = 1234, vocab_size: int = 1024) -> Any:
     """
     from .._tiny import build_tokenizer
 
-    eps = sample_episodes(400, seed, TASK.model_copy(update={"min_pages": 1, "max_pages": 12}))
-    return build_tokenizer(corpus(eps), vocab_size=vocab_size, extra_special=TOOL_TAGS)
+    eps = sample_episodes(400, seed, FactTrackerConfig(goal=None, goal_keys=2, n_keys=len(KEYS), min_pages=1, max_pages=12))
+    tok = build_tokenizer(corpus(eps), vocab_size=vocab_size, extra_special=TOOL_TAGS)
+    return finalize_tokenizer(tok)
+
+
+def finalize_tokenizer(tokenizer: Any) -> Any:
+    """Make ``<|im_end|>`` the end-of-turn ``eos`` (as in Qwen3 chat tokenizers); ``<|endoftext|>`` pads."""
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
+    return tokenizer
+
+
+def finalize_model_config(model: Any, tokenizer: Any) -> None:
+    """Align the model's and generation config's special ids with the tokenizer (TRL resets them to the tokenizer's)."""
+    for cfg in (model.config, model.generation_config):
+        cfg.eos_token_id = tokenizer.eos_token_id
+        cfg.pad_token_id = tokenizer.pad_token_id
+        cfg.bos_token_id = None
 
 
 def encode_episode(episode: Episode, tokenizer: Any, encoder: TurnEncoder | None = None) -> TokenizedSample:
@@ -93,7 +115,9 @@ def teacher_forced_exact(model: Any, batch: dict[str, Any]) -> tuple[float, floa
     return sample, tok
 
 
-def _probe_callback(probes: dict[str, dict[str, Any]], every: int, stage: int, history: list[dict[str, Any]]) -> Any:
+def _probe_callback(
+    probes: dict[str, dict[str, Any]], every: int, stage: int, history: list[dict[str, Any]], phase: str = ""
+) -> Any:
     from transformers import TrainerCallback
 
     class Probe(TrainerCallback):  # type: ignore[misc]
@@ -102,7 +126,7 @@ def _probe_callback(probes: dict[str, dict[str, Any]], every: int, stage: int, h
         def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
             if model is None or (state.global_step % every and state.global_step != state.max_steps):
                 return
-            row: dict[str, Any] = {"stage": stage, "step": state.global_step}
+            row: dict[str, Any] = {"stage": stage, "phase": phase, "step": state.global_step}
             for name, batch in probes.items():
                 row[f"{name}_exact"], row[f"{name}_token_acc"] = teacher_forced_exact(model, batch)
             losses = [h["loss"] for h in state.log_history if "loss" in h]
@@ -114,6 +138,73 @@ def _probe_callback(probes: dict[str, dict[str, Any]], every: int, stage: int, h
     return Probe()
 
 
+def _stop_at_callback(step: int) -> Any:
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):  # type: ignore[misc]
+        """Stop a phase at a given step while keeping its full-length LR schedule (for exact reproduction)."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step >= step:
+                control.should_training_stop = True
+
+    return StopAt()
+
+
+def _probes(tok: Any) -> dict[str, dict[str, Any]]:
+    ids = MementoTokenIds.from_tokenizer(tok)
+    held = episode_dataset(tok, 32, seed=99_999)
+    rows = [held[i] for i in range(len(held))]
+    return {
+        "causal": MementoCollator(ids, stage=1, pad_token_id=tok.pad_token_id)(rows),
+        "memento": MementoCollator(ids, stage=2, config=MementoConfig(), pad_token_id=tok.pad_token_id)(rows),
+    }
+
+
+def _run_phase(
+    model: Any,
+    tok: Any,
+    *,
+    name: str,
+    stage: int,
+    steps: int,
+    data_seed: int,
+    task: FactTrackerConfig,
+    preset: TrainingPreset,
+    work: Path,
+    probes: dict[str, dict[str, Any]],
+    history: list[dict[str, Any]],
+    probe_every: int,
+    disable_tqdm: bool,
+    stop_at: int | None = None,
+    save_steps: int | None = None,
+) -> tuple[Any, Any, float]:
+    data = episode_dataset(tok, steps * preset.per_device_batch_size, seed=data_seed, config=task)
+    callbacks = [_probe_callback(probes, probe_every, stage, history, name)]
+    if stop_at is not None:
+        callbacks.append(_stop_at_callback(stop_at))
+    ts = time.time()
+    model, tok, trainer = train_stage(
+        model,
+        data,
+        stage=stage,
+        preset=preset,
+        output_dir=work / name,
+        tokenizer=tok,
+        max_steps=steps,
+        callbacks=callbacks,
+        disable_tqdm=disable_tqdm,
+        extra_args={
+            "use_cpu": True,
+            "dataloader_pin_memory": False,
+            **({"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 3} if save_steps else
+               {"save_strategy": "no"}),
+        },
+    )
+    history.extend({"stage": stage, "phase": name, **h} for h in trainer.state.log_history if "loss" in h)
+    return model, tok, round(time.time() - ts, 1)
+
+
 def train_tiny_model(
     out_dir: str | Path,
     *,
@@ -123,9 +214,14 @@ def train_tiny_model(
     stage2_steps: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
-    probe_every: int = 50,
+    probe_every: int = 100,
     threads: int | None = None,
     disable_tqdm: bool = True,
+    stage2_extra_steps: int = 0,
+    stop_at: int | None = None,
+    stage2c_steps: int = 0,
+    stage2d_steps: int = 0,
+    stage2e_steps: int = 0,
 ) -> dict[str, Any]:
     """Train the tiny memento model from scratch through stages 1 and 2 and save it to ``out_dir``.
 
@@ -151,42 +247,32 @@ def train_tiny_model(
     cpu0 = time.process_time()
     tok = build_task_tokenizer()
     model = build_tiny_qwen3(len(tok), seed=seed, **TINY_ARCH)
-    im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    model.config.eos_token_id = im_end
-    model.config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = im_end
-    model.generation_config.pad_token_id = tok.pad_token_id
+    finalize_model_config(model, tok)
     n_params = sum(p.numel() for p in model.parameters())
-    ids = MementoTokenIds.from_tokenizer(tok)
-    bs = preset.per_device_batch_size
-    held = episode_dataset(tok, 64, seed=99_999)
-    rows = [held[i] for i in range(len(held))]
-    probes = {
-        "causal": MementoCollator(ids, stage=1, pad_token_id=tok.pad_token_id)(rows),
-        "memento": MementoCollator(ids, stage=2, config=MementoConfig(), pad_token_id=tok.pad_token_id)(rows),
-    }
+    probes = _probes(tok)
     history: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
-    for stage, steps, data_seed in ((1, s1, 1000 + seed), (2, s2, 2000 + seed)):
-        data = episode_dataset(tok, steps * bs, seed=data_seed)
-        ts = time.time()
-        model, tok, trainer = train_stage(
-            model,
-            data,
-            stage=stage,
-            preset=preset,
-            output_dir=work / f"stage{stage}",
-            tokenizer=tok,
-            max_steps=steps,
-            callbacks=[_probe_callback(probes, probe_every, stage, history)],
-            disable_tqdm=disable_tqdm,
-            extra_args={"use_cpu": True, "save_strategy": "no"},
+    phases: list[tuple[str, int, int, int, FactTrackerConfig, int | None]] = [
+        ("stage1", 1, s1, 1000 + seed, STAGE1_TASK, None),
+        ("stage2", 2, s2, 2000 + seed, RANDOM_GOAL_TASK, None),
+    ]
+    if stage2_extra_steps:
+        # A second stage-2 pass on fresh episodes with its own warmup and cosine schedule.
+        phases.append(("stage2b", 2, stage2_extra_steps, 3000 + seed, RANDOM_GOAL_TASK, stop_at))
+    for name, steps_ in (("stage2c", stage2c_steps), ("stage2d", stage2d_steps), ("stage2e", stage2e_steps)):
+        if steps_:
+            phases.append((name, 2, steps_, _PHASE_SEED[name] + seed, _PHASE_TASK[name], None))
+    for name, stage, steps, data_seed, task, stop in phases:
+        model, tok, secs = _run_phase(
+            model, tok, name=name, stage=stage, steps=steps, data_seed=data_seed, task=task, preset=preset,
+            work=work, probes=probes, history=history, probe_every=probe_every, disable_tqdm=disable_tqdm,
+            stop_at=stop, save_steps=100 if name != "stage1" and name != "stage2" else None,
         )
-        timings[f"stage{stage}_s"] = round(time.time() - ts, 1)
-        history.extend({"stage": stage, **h} for h in trainer.state.log_history if "loss" in h)
+        timings[f"{name}_s"] = secs
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    finalize_model_config(model, tok)
+    model.save_pretrained(out)
     tok.save_pretrained(out)
     summary = {
         "seed": seed,
@@ -197,12 +283,81 @@ def train_tiny_model(
         "preset": preset.model_dump(),
         "stage1_steps": s1,
         "stage2_steps": s2,
+        "stage2b_steps": stage2_extra_steps,
+        "stage2b_stop_at": stop_at,
         "wall_s": round(time.time() - t0, 1),
         "cpu_s": round(time.process_time() - cpu0, 1),
         "threads": torch.get_num_threads(),
         **timings,
         "curve": history,
     }
+    (out / "training_log.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+SHIPPED_PHASES: dict[str, int] = {
+    "stage2_extra_steps": 1200,
+    "stop_at": 800,
+    "stage2c_steps": 400,
+    "stage2d_steps": 700,
+    "stage2e_steps": 300,
+}
+"""The phases after stages 1 and 2 (500 + 300 steps) that produced the shipped weights (see its model card)."""
+
+_PHASE_SEED = {"stage2b": 3000, "stage2c": 4000, "stage2d": 5000, "stage2e": 6000}
+_PHASE_TASK = {"stage2b": RANDOM_GOAL_TASK, "stage2c": TASK, "stage2d": LOOKUP_TASK, "stage2e": TASK}
+
+
+def continue_tiny_model(
+    from_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    steps: int,
+    seed: int = 0,
+    stop_at: int | None = None,
+    work_dir: str | Path | None = None,
+    probe_every: int = 50,
+    threads: int | None = None,
+    disable_tqdm: bool = True,
+    phase: Literal["stage2b", "stage2c", "stage2d", "stage2e"] = "stage2b",
+) -> dict[str, Any]:
+    """Run the ``stage2b`` (or ``stage2c``) phase of :func:`train_tiny_model` on a saved stage-2 model (same data seed and schedule).
+
+    ``train_tiny_model(..., stage2_extra_steps=steps, stop_at=stop_at)`` in one go gives the same weights; this
+    entry point continues a run whose stage-2 output is on disk. A ``training_log.json`` next to ``from_dir`` (or
+    in it) is extended.
+    """
+    import torch
+
+    from ._trainer import load_model_and_tokenizer
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    preset = PRESETS["tiny"].model_copy(update={"seed": seed})
+    src = Path(from_dir)
+    model, tok = load_model_and_tokenizer(str(src))
+    work = Path(work_dir) if work_dir is not None else Path(out_dir).with_name(Path(out_dir).name + "_work")
+    history: list[dict[str, Any]] = []
+    t0, cpu0 = time.time(), time.process_time()
+    model, tok, secs = _run_phase(
+        model, tok, name=phase, stage=2, steps=steps, data_seed=_PHASE_SEED[phase] + seed,
+        task=_PHASE_TASK[phase], preset=preset,
+        work=work, probes=_probes(tok), history=history, probe_every=probe_every, disable_tqdm=disable_tqdm,
+        stop_at=stop_at, save_steps=100,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    finalize_model_config(model, tok)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    prev_log = next((p / "training_log.json" for p in (out, src) if (p / "training_log.json").is_file()), None)
+    summary: dict[str, Any] = json.loads(prev_log.read_text()) if prev_log is not None else {"curve": []}
+    summary[f"{phase}_steps"] = steps
+    summary[f"{phase}_stop_at"] = stop_at
+    summary[f"{phase}_s"] = secs
+    summary["wall_s"] = round(summary.get("wall_s", 0.0) + time.time() - t0, 1)
+    summary["cpu_s"] = round(summary.get("cpu_s", 0.0) + time.process_time() - cpu0, 1)
+    summary["curve"] = list(summary.get("curve", [])) + history
     (out / "training_log.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -217,9 +372,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--probe-every", type=int, default=50)
+    p.add_argument("--probe-every", type=int, default=100)
+    p.add_argument("--stage2-extra-steps", type=int, default=0, help="a second stage-2 pass (stage2b)")
+    p.add_argument("--stop-at", type=int, default=None, help="stop stage2b at this step (same LR schedule)")
+    p.add_argument("--stage2c-steps", type=int, default=0, help="stage 2c: the fixed-goal task")
+    p.add_argument("--stage2d-steps", type=int, default=0, help="stage 2d: the look-up curriculum")
+    p.add_argument("--stage2e-steps", type=int, default=0, help="stage 2e: the fixed-goal task again")
+    p.add_argument("--continue-from", default=None, help="run only one phase on this saved model")
+    p.add_argument("--phase", default="stage2b", choices=("stage2b", "stage2c", "stage2d", "stage2e"),
+                   help="with --continue-from")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    if a.continue_from:
+        summary = continue_tiny_model(
+            a.continue_from, a.out, steps={"stage2b": a.stage2_extra_steps, "stage2c": a.stage2c_steps,
+                                           "stage2d": a.stage2d_steps, "stage2e": a.stage2e_steps}[a.phase],
+            seed=a.seed, stop_at=a.stop_at if a.phase == "stage2b" else None, work_dir=a.work_dir,
+            probe_every=a.probe_every, threads=a.threads, phase=a.phase,
+        )
+        summary.pop("curve")
+        print(json.dumps(summary, indent=1))  # noqa: T201
+        return 0
     summary = train_tiny_model(
         a.out,
         seed=a.seed,
@@ -230,6 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         learning_rate=a.lr,
         threads=a.threads,
         probe_every=a.probe_every,
+        stage2_extra_steps=a.stage2_extra_steps,
+        stop_at=a.stop_at,
+        stage2c_steps=a.stage2c_steps,
+        stage2d_steps=a.stage2d_steps,
+        stage2e_steps=a.stage2e_steps,
     )
     summary.pop("curve")
     print(json.dumps(summary, indent=1))  # noqa: T201

@@ -70,7 +70,9 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int) -> 
     return [i for c in chunks for i in c]
 
 
-def load_model_and_tokenizer(model: str | Any, tokenizer: str | Any | None = None, *, bf16: bool = False) -> Any:
+def load_model_and_tokenizer(
+    model: str | Any, tokenizer: str | Any | None = None, *, bf16: bool = False
+) -> tuple[Any, Any]:
     """Load a causal LM with SDPA attention (and its tokenizer) from a path or hub name; objects pass through."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -125,12 +127,12 @@ def train_stage(
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_model_and_tokenizer(model, tokenizer, bf16=preset.bf16)
-    added = add_and_init_tokens(tokenizer, model, seed=preset.seed)
+    model, tok = load_model_and_tokenizer(model, tokenizer, bf16=preset.bf16)
+    added = add_and_init_tokens(tok, model, seed=preset.seed)
     if added:
         logger.info("added memento tokens %s", sorted(added))
-    ids = MementoTokenIds.from_tokenizer(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = MementoTokenIds.from_tokenizer(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     collator = MementoCollator(
         ids, stage=preset.mask_stage(stage), config=preset.memento_config(stage), pad_token_id=int(pad or 0)
     )
@@ -143,7 +145,7 @@ def train_stage(
         dataset = dataset.select(length_grouped_order(lengths, preset.per_device_batch_size, preset.seed + stage))
     steps = preset.max_steps if max_steps is None else max_steps
     sched_kwargs = {"min_lr_rate": preset.min_lr_ratio} if preset.lr_scheduler_type == "cosine_with_min_lr" else None
-    args = SFTConfig(
+    kwargs: dict[str, Any] = dict(
         output_dir=str(out),
         per_device_train_batch_size=preset.per_device_batch_size,
         gradient_accumulation_steps=accum,
@@ -172,13 +174,14 @@ def train_stage(
         train_sampling_strategy="sequential" if group_by_length else "random",
         dataloader_num_workers=0,
         disable_tqdm=disable_tqdm,
-        **(extra_args or {}),
     )
+    kwargs.update(extra_args or {})  # explicit overrides win over the preset
+    args = SFTConfig(**kwargs)
     trainer = _sft_trainer_cls()(
         model=model,
         args=args,
         train_dataset=dataset,
-        processing_class=tokenizer,
+        processing_class=tok,
         data_collator=collator,
         callbacks=list(callbacks),
     )
@@ -186,5 +189,5 @@ def train_stage(
     trainer.train(resume_from_checkpoint=last)
     model = trainer.model
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return model, tokenizer, trainer
+    tok.save_pretrained(out)
+    return model, tok, trainer

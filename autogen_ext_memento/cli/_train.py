@@ -1,0 +1,119 @@
+"""``autogen-memento train``: memento SFT stages on TRL with a preset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+FACT_TRACKER = "fact-tracker"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="memento SFT (stage 1 causal, stage 2 memento mask) on TRL",
+        description=(
+            "Train a model with the memento SFT recipe. Stage 0 is plain reasoning SFT (for non-reasoning bases), "
+            "stage 1 trains on memento-formatted data with causal attention, stage 2 with the memento mask, "
+            "starting from the stage-1 checkpoint. --data is a local JSONL/JSON/parquet file or directory "
+            "(OpenMementos 'default' or 'full' schema, or agent trajectories with 'messages'), a hub dataset name, "
+            f"or '{FACT_TRACKER}' for the synthetic agent task. The 'tiny' preset with --data {FACT_TRACKER} "
+            "retrains the shipped tiny model from scratch."
+        ),
+    )
+    stage = p.add_mutually_exclusive_group(required=True)
+    stage.add_argument("--stage", type=int, choices=(0, 1, 2), help="run one stage")
+    stage.add_argument("--stages", help="run several stages in order, e.g. 1,2 (each from the previous checkpoint)")
+    p.add_argument("--preset", required=True, help="preset name (see autogen_ext_memento.training.PRESETS)")
+    p.add_argument("--data", required=True, help=f"dataset path or hub name, or '{FACT_TRACKER}'")
+    p.add_argument("--out", required=True, help="output directory (stage N goes to OUT/stageN with --stages)")
+    p.add_argument("--model", help="base model path or hub name (default: the preset's); stage 2: stage-1 output")
+    p.add_argument("--dataset-config", default="auto", choices=("auto", "default", "full"),
+                   help="OpenMementos schema of the rows (auto: by columns)")
+    p.add_argument("--hub-config", default=None, help="hub dataset configuration name (e.g. 'full')")
+    p.add_argument("--max-steps", type=int, default=None, help="override the preset's step count")
+    p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
+    p.add_argument("--episodes", type=int, default=None, help=f"{FACT_TRACKER}: episodes per stage")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from checkpoints")
+    p.set_defaults(func=run)
+
+
+def _stages(args: argparse.Namespace) -> list[int]:
+    if args.stage is not None:
+        return [int(args.stage)]
+    out = [int(s) for s in str(args.stages).split(",") if s.strip()]
+    if not out or any(s not in (0, 1, 2) for s in out):
+        raise SystemExit(f"--stages must list stages among 0,1,2, got {args.stages!r}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import build_dataset, get_preset, load_dataset_rows, train_stage
+
+    preset = get_preset(args.preset)
+    if args.seed is not None:
+        preset = preset.model_copy(update={"seed": args.seed})
+    stages = _stages(args)
+    out = Path(args.out)
+    if args.preset == "tiny" and args.data == FACT_TRACKER and stages == [1, 2] and args.model is None:
+        import shutil
+        import tempfile
+
+        from ..training._tiny_recipe import SHIPPED_PHASES, train_tiny_model
+
+        work = tempfile.mkdtemp(prefix="tiny_memento_")
+        try:
+            summary = train_tiny_model(
+                out,
+                seed=preset.seed,
+                stage1_steps=args.max_steps,
+                threads=args.threads,
+                disable_tqdm=False,
+                work_dir=work,
+                probe_every=50,
+                **SHIPPED_PHASES,  # type: ignore[arg-type]
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        summary.pop("curve", None)
+        print(json.dumps(summary, indent=1))
+        return 0
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model: Any = args.model or preset.base_model
+    if model is None:
+        raise SystemExit(f"preset {preset.name!r} has no base model: pass --model")
+    tokenizer: Any = None
+    for stage in stages:
+        target = out / f"stage{stage}" if len(stages) > 1 else out
+        if tokenizer is None:
+            from ..training import add_and_init_tokens, load_model_and_tokenizer
+
+            model, tokenizer = load_model_and_tokenizer(model, bf16=preset.bf16)
+            add_and_init_tokens(tokenizer, model, seed=preset.seed)
+        if args.data == FACT_TRACKER:
+            from ..training._tiny_recipe import episode_dataset
+
+            data = episode_dataset(tokenizer, args.episodes or 1000, seed=1000 * (stage + 1) + preset.seed)
+        else:
+            rows = load_dataset_rows(args.data, config=args.hub_config)
+            data = build_dataset(rows, tokenizer, config=args.dataset_config, max_length=preset.max_length)
+        print(f"stage {stage}: {len(data)} samples -> {target}")
+        model, tokenizer, _ = train_stage(
+            model,
+            data,
+            stage=stage,
+            preset=preset,
+            output_dir=target,
+            tokenizer=tokenizer,
+            max_steps=args.max_steps,
+            resume=not args.no_resume,
+            disable_tqdm=False,
+        )
+    print(json.dumps({"out": str(out), "stages": stages, "preset": preset.name}))
+    return 0
