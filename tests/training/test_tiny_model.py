@@ -22,7 +22,7 @@ from autogen_ext_memento.grammar import (
 from autogen_ext_memento.tasks import FactTrackerConfig, FactTrackerEnv, sample_episodes, score_answer
 
 HELD_OUT_SEED = 777_001  # training draws from seeds 1000+s and 2000+s with other generators; probes use 99_999
-N_EPISODES = 20
+N_EPISODES = 100  # 20 was too small a sample for a 90% bar (measured 16/20 there, 96/100 on the same seed)
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +107,6 @@ def test_shipped_model_drives_an_agent_through_the_client(client_runs: _Run) -> 
     assert all(p < f for p, f in zip(client_runs.peak, client_runs.full, strict=True))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped weights are below the issue's 90% target (see assets/tiny_memento/README.md); strict, so "
-    "a retrained model that reaches it turns this into a failure until the marker is removed",
-)
 def test_shipped_model_solves_held_out_episodes(client_runs: _Run) -> None:
     """The issue's target: >= 90% exact answers on held-out short episodes in memento mode, through the client."""
     solved = sum(client_runs.exact)
