@@ -147,7 +147,8 @@ def row_to_sample(
     """One dataset row (OpenMementos ``default``/``full``, or an agent trajectory) as a tokenized sample.
 
     Rows with ``messages`` (serialised AutoGen ``LLMMessage`` dicts, as ``model_dump()`` writes them) are agent
-    trajectories rendered in the chat format. ``full`` rows use an assembled response string when one is present
+    trajectories rendered in the chat format, with the row's own ``tools`` (JSON tool schemas, as the annotation
+    pipeline writes them) unless ``tools`` is given. ``full`` rows use an assembled response string when one is present
     (the annotation pipeline writes one) and otherwise assemble it from ``sentences``/``blocks``/``block_summaries``.
     """
     if "messages" in row and row["messages"] is not None:
@@ -155,6 +156,9 @@ def row_to_sample(
         if isinstance(raw, str):
             raw = json.loads(raw)
         msgs = TypeAdapter(list[LLMMessage]).validate_python(raw)
+        row_tools = row.get("tools")
+        if not tools and row_tools:
+            tools = json.loads(row_tools) if isinstance(row_tools, str) else list(row_tools)
         return encode_messages(msgs, tokenizer, tools, encoder)
     problem = row.get("problem") or row.get("prompt") or row.get("question")
     if problem is None:

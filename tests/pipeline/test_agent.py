@@ -145,8 +145,8 @@ async def test_agent_record_renders_blocks_and_loads_in_the_training_collator(ti
     done = [e for e in tracker.feed_many(ids) if e.kind is EventKind.MEMENTO_COMPLETED]
     assert len(done) == 3 and all(e.evict for e in done) and not tracker.anomalies
     training = pytest.importorskip("autogen_ext_memento.training")
-    # The tools travel in the record; training's row_to_sample takes them as an argument.
-    sample = training.row_to_sample(rec, tiny_tokenizer, tools=json.loads(rec["tools"]))
+    # The tools travel in the record and training's row_to_sample renders them from there.
+    sample = training.row_to_sample(rec, tiny_tokenizer)
     assert sample.input_ids == ids
     batch = training.MementoCollator(MementoTokenIds.from_tokenizer(tiny_tokenizer))([sample.as_dict()])
     mask = batch[training.MASK_KEY][0, 0]
