@@ -9,6 +9,7 @@ from typing import Any
 COLUMNS = (
     ("accuracy", "accuracy", "{:.1%}"),
     ("peak_kv_tokens", "peak KV (tok)", "{:.0f}"),
+    ("full_context_kv_tokens", "same tokens, no eviction", "{:.0f}"),
     ("auc_kv", "AUC KV (tok²)", "{:.3g}"),
     ("prompt_tokens", "prompt tok processed", "{:.0f}"),
     ("latency_per_call_s", "s / call", "{:.3f}"),

@@ -22,6 +22,7 @@ class EpisodeRun:
     per_key: float
     answer: str
     peak_kv_tokens: int
+    full_context_kv_tokens: int
     auc_kv: int
     prompt_tokens: int
     completion_tokens: int
@@ -34,11 +35,16 @@ class EpisodeRun:
 
 @dataclass
 class MethodSummary:
-    """A method's numbers averaged over episodes (``peak_kv_tokens`` is the mean per-episode peak)."""
+    """A method's numbers averaged over episodes (``peak_kv_tokens`` is the mean per-episode peak).
+
+    ``full_context_kv_tokens`` is the peak the *same* tokens would hold without eviction: methods whose agent stops
+    early process fewer tokens, so compare each method's peak with its own full-context peak too.
+    """
 
     accuracy: float
     per_key_accuracy: float
     peak_kv_tokens: float
+    full_context_kv_tokens: float
     max_peak_kv_tokens: int
     auc_kv: float
     prompt_tokens: float
@@ -62,6 +68,7 @@ def summarize(runs: Sequence[EpisodeRun], kv_budget: int) -> MethodSummary:
         accuracy=sum(r.correct for r in runs) / n,
         per_key_accuracy=sum(r.per_key for r in runs) / n,
         peak_kv_tokens=peak,
+        full_context_kv_tokens=statistics.fmean(r.full_context_kv_tokens for r in runs) if runs else 0.0,
         max_peak_kv_tokens=max((r.peak_kv_tokens for r in runs), default=0),
         auc_kv=statistics.fmean(r.auc_kv for r in runs) if runs else 0.0,
         prompt_tokens=statistics.fmean(r.prompt_tokens for r in runs) if runs else 0.0,
@@ -108,6 +115,7 @@ async def run_episode(backend: Any, method: Method, episode: Any, session_id: st
         per_key=per_key,
         answer=answer,
         peak_kv_tokens=stats.peak_kv_tokens,
+        full_context_kv_tokens=stats.full_context_kv_tokens,
         auc_kv=stats.auc_kv,
         prompt_tokens=stats.prefill_tokens,
         completion_tokens=usage.completion_tokens,
