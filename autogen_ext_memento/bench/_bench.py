@@ -17,11 +17,13 @@ def load_model(model_dir: str | None) -> tuple[Any, Any, str]:
     """The model to benchmark: a directory, or the shipped tiny memento model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    name = model_dir
     if model_dir is None:
         from ..assets import tiny_model_path
 
         model_dir = str(tiny_model_path())
-    return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir), model_dir
+        name = "tiny_memento (shipped)"
+    return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir), str(name)
 
 
 def run_benchmark(
