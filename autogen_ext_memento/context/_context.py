@@ -40,15 +40,9 @@ def client_counter(client: ChatCompletionClient | None) -> TokenCounter:
     return count
 
 
-class MementoChatCompletionContextConfig(BaseModel):
-    """Configuration of :class:`MementoChatCompletionContext`."""
+class MementoChatCompletionContextConfig(CompactionPolicy):
+    """Configuration of :class:`MementoChatCompletionContext` (the compaction policy fields plus its parts)."""
 
-    keep_last_n_blocks: int = Field(default=2, ge=0)
-    trigger: Literal["block", "tokens"] = "block"
-    token_limit: int | None = None
-    low_watermark: float = 0.7
-    pin_first_blocks: int = 1
-    max_llm_mementos_per_call: int = 16
     writer: ComponentModel | None = None
     store: ComponentModel | None = None
     memory: ComponentModel | None = None

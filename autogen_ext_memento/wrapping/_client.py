@@ -40,16 +40,10 @@ class _Caller:
     trace: list[ViewStats] = field(default_factory=list)
 
 
-class MementoContextClientConfig(BaseModel):
-    """Configuration of :class:`MementoContextClient`."""
+class MementoContextClientConfig(CompactionPolicy):
+    """Configuration of :class:`MementoContextClient` (the compaction policy fields plus the parts it wires)."""
 
     model_client: ComponentModel
-    keep_last_n_blocks: int = Field(default=2, ge=0)
-    trigger: Literal["block", "tokens"] = "block"
-    token_limit: int | None = None
-    low_watermark: float = 0.7
-    pin_first_blocks: int = 1
-    max_llm_mementos_per_call: int = 16
     writer: ComponentModel | None = None
     store: ComponentModel | None = None
     memory: ComponentModel | None = None
