@@ -30,6 +30,7 @@ from typing_extensions import Self
 
 from ._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
 from .backends import GenerationResult, MementoBackend, SamplingParams, SessionStats
+from .backends._base import build_config, validation_message
 from .chat_format import (
     CLOSURE_PREFIX,
     IM_END,
@@ -55,20 +56,60 @@ DEFAULT_MODEL_INFO = ModelInfo(
 )
 
 
-class MementoChatCompletionClientConfig(BaseModel):
-    """Configuration of :class:`MementoChatCompletionClient` (the backend is a nested component)."""
+class _SamplingOptions(BaseModel):
+    """Sampling rules shared by the constructor, the component config and ``extra_create_args``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: ComponentModel
-    session_id: str | None = None
     max_new_tokens: int = Field(default=256, ge=1)
-    max_memento_tokens: int = Field(default=128, ge=1)
-    temperature: float = Field(default=0.0, ge=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
+    temperature: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    top_p: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
     top_k: int = Field(default=0, ge=0)
     seed: int | None = None
+
+
+class _ClientOptions(_SamplingOptions):
+    """Everything the constructor validates (the backend is checked by its own Config)."""
+
+    session_id: str | None = None
+    max_memento_tokens: int = Field(default=128, ge=1)
     model_info: ModelInfo | None = None
+
+
+class MementoChatCompletionClientConfig(_ClientOptions):
+    """Configuration of :class:`MementoChatCompletionClient` (the backend is a nested component)."""
+
+    backend: ComponentModel
+
+
+_SAMPLING_KEYS = frozenset(_SamplingOptions.model_fields)
+STATE_VERSION = 1
+
+
+class _SessionState(BaseModel):
+    """One client session in saved state: each generated turn body and the token ids sampled for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overrides: list[tuple[str, list[int]]] = Field(default_factory=list)
+
+
+class MementoChatCompletionClientState(BaseModel):
+    """Saved state of :class:`MementoChatCompletionClient` (what :meth:`~MementoChatCompletionClient.save_state` returns).
+
+    The sampled token ids of every generated turn still in a session's history are kept: a client loaded from
+    this state renders the same history to the very same prompt tokens as the client that saved it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["MementoChatCompletionClientState"] = "MementoChatCompletionClientState"
+    version: Literal[1] = 1
+    sessions: dict[str, _SessionState] = Field(default_factory=dict)
+    last_session_id: str | None = None
+    call_count: int = Field(default=0, ge=0)
+    total_prompt_tokens: int = Field(default=0, ge=0)
+    total_completion_tokens: int = Field(default=0, ge=0)
 
 
 @dataclass
@@ -136,6 +177,11 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
     ``usage.prompt_tokens`` counts the tokens actually prefilled by the call (what the KV reuse saves shows there);
     :meth:`session_stats` has logical, live, peak and area-under-curve KV numbers.
 
+    :meth:`save_state`/:meth:`load_state` keep the token ids sampled in every session, so a client restarted from
+    saved state (next to the agents' or team's own state) renders the same history to the same prompt tokens. A
+    cancelled ``CancellationToken`` stops the decode loop at its next token, in ``create`` and ``create_stream``;
+    the session rebuilds from the history on its next call.
+
     Args:
         backend: a :class:`~autogen_ext_memento.backends.MementoBackend`, e.g. a ``TransformersBackend``.
         session_id: session to use outside a runtime.
@@ -153,11 +199,10 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
 
         from autogen_core.models import UserMessage
         from autogen_ext_memento import MementoChatCompletionClient, TransformersBackend
-        from autogen_ext_memento.assets import tiny_model_path
 
 
         async def main() -> None:
-            client = MementoChatCompletionClient(TransformersBackend(str(tiny_model_path())))
+            client = MementoChatCompletionClient(TransformersBackend("tiny"))  # the shipped tiny memento model
             result = await client.create([UserMessage(content="hello", source="user")])
             print(result.content, client.session_stats())
 
@@ -182,12 +227,23 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         seed: int | None = None,
         model_info: ModelInfo | None = None,
     ) -> None:
-        self._backend = backend
-        self._session_id = session_id
-        self._params = SamplingParams(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
+        opts = build_config(
+            _ClientOptions,
+            "MementoChatCompletionClient",
+            session_id=session_id,
+            max_new_tokens=max_new_tokens,
+            max_memento_tokens=max_memento_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+            model_info=model_info,
         )
-        self._max_memento_tokens = max_memento_tokens
+        self._backend = backend
+        self._session_id = opts.session_id
+        self._sampling_options = _SamplingOptions.model_validate(opts.model_dump(include=set(_SAMPLING_KEYS)))
+        self._params = SamplingParams(**self._sampling_options.model_dump())
+        self._max_memento_tokens = opts.max_memento_tokens
         self._model_info: ModelInfo = model_info or DEFAULT_MODEL_INFO
         validate_model_info(self._model_info)
         tok = backend.tokenizer
@@ -200,6 +256,8 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         self._stops = tuple(t for t in (self._im_end, eos) if isinstance(t, int))
         self._closure_prefix = self._encoder.encode_text(CLOSURE_PREFIX)
         self._sessions: dict[str, _ClientSession] = {}
+        # Sessions restored by load_state and not used since: a new session id may take one over (see _adopt).
+        self._adoptable: set[str] = set()
         self._lock = threading.Lock()
         self._cur_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
@@ -238,18 +296,16 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
             return self._session_id or "default"
 
     def _sampling(self, extra: Mapping[str, Any]) -> SamplingParams:
-        unknown = set(extra) - {"session_id", "max_new_tokens", "temperature", "top_p", "top_k", "seed"}
+        """The call's sampling parameters: the client's, overridden by ``extra_create_args`` under the same rules."""
+        unknown = set(extra) - _SAMPLING_KEYS - {"session_id"}
         if unknown:
             raise ValueError(f"unsupported extra_create_args: {sorted(unknown)}")
-        p = self._params
-        return SamplingParams(
-            max_new_tokens=int(extra.get("max_new_tokens", p.max_new_tokens)),
-            temperature=float(extra.get("temperature", p.temperature)),
-            top_p=float(extra.get("top_p", p.top_p)),
-            top_k=int(extra.get("top_k", p.top_k)),
-            seed=extra.get("seed", p.seed),
-            stop_token_ids=self._stops,
-        )
+        values = {**self._sampling_options.model_dump(), **{k: v for k, v in extra.items() if k in _SAMPLING_KEYS}}
+        try:
+            opts = _SamplingOptions.model_validate(values)
+        except ValidationError as e:
+            raise ValueError(f"invalid extra_create_args: {validation_message(e)}") from None
+        return SamplingParams(**opts.model_dump(), stop_token_ids=self._stops)
 
     # --- the call --------------------------------------------------------------------------------------------
     def _decode(self, ids: Sequence[int]) -> str:
@@ -267,9 +323,35 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         on_text: Callable[[str], None] | None,
     ) -> _Outcome:
         with self._lock:
-            state = self._sessions.setdefault(sid, _ClientSession())
+            state = self._sessions.get(sid)
+            if state is None:
+                state = self._adopt(sid, messages, tools) or _ClientSession()
+                self._sessions[sid] = state
+            self._adoptable.discard(sid)
         with state.lock:
             return self._run_locked(state, sid, messages, tools, tool_choice, json_output, params, cancel, on_text)
+
+    def _adopt(
+        self, sid: str, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema]
+    ) -> _ClientSession | None:
+        """Hand a restored session to a new session id when the history is that session's own.
+
+        Inside a team the session id is the agent's ``AgentId``, which holds the team's random id: a team restarted
+        from saved state has new ids. The restored session whose generated turns the history contains is the one
+        this agent had (other agents' turns arrive as user messages), so its sampled tokens apply.
+        """
+        if not self._adoptable:
+            return None
+        bodies = {t.body for t in render(messages, tools).turns if t.generated}
+        if not bodies:
+            return None
+        overlap = {old: len(bodies & self._sessions[old].overrides.keys()) for old in self._adoptable}
+        best = max(overlap, key=lambda k: overlap[k])
+        if overlap[best] == 0:
+            return None
+        self._adoptable.discard(best)
+        logger.debug("session %s continues restored session %s", sid, best)
+        return self._sessions.pop(best)
 
     def _run_locked(
         self,
@@ -289,8 +371,6 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         if rendering.pending_closure is not None:
             closure_text = self._write_closure(state, sid, rendering, params, cancel, on_text, cost)
             rendering = rendering.with_closure(closure_text)
-            if cancel.is_set():
-                raise asyncio.CancelledError()
 
         rendering.generation_prompt = True
         ids = self._encoder.encode(rendering, state.overrides)
@@ -376,6 +456,8 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
             stop_token_ids=(self._summary_end, *self._stops),
         )
         res = self._backend.generate(sid, ids, memento_params, on_token=stream.push if on_text else None, cancel=cancel)
+        if res.finish_reason == "cancelled":
+            raise asyncio.CancelledError()
         cost.add(res)
         body_ids = self._closure_prefix + res.token_ids
         if not res.token_ids or res.token_ids[-1] != self._summary_end:
@@ -501,21 +583,81 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
+        def on_done(f: asyncio.Future[_Outcome]) -> None:
+            if f.cancelled():
+                # The token cancelled the call: stop the decode loop at its next token and wake the consumer now
+                # rather than when the worker thread returns.
+                cancel.set()
+                queue.put_nowait(None)
+
         fut = loop.run_in_executor(None, work)
+        fut.add_done_callback(on_done)
         if cancellation_token is not None:
             cancellation_token.link_future(fut)
         try:
             while True:
                 delta = await queue.get()
-                if delta is None:
+                if delta is None or fut.cancelled():
                     break
                 yield delta
             outcome = await fut
         finally:
-            if not fut.done():
-                cancel.set()  # the consumer stopped early: let the worker thread return
+            if not fut.done() or fut.cancelled():
+                cancel.set()  # the consumer stopped early or was cancelled: let the worker thread return
         self._finish(outcome.result, messages, tools)
         yield outcome.result
+
+    # --- state -----------------------------------------------------------------------------------------------
+    async def save_state(self) -> Mapping[str, Any]:
+        """Save the client's sessions (the token ids sampled for every generated turn still in use) and usage.
+
+        The backend's KV is not saved: a client loaded from this state prefills each session's history once, from
+        the very same prompt tokens, and then continues exactly as the saving client would have.
+        """
+        saved = await asyncio.to_thread(self._snapshot)
+        state = MementoChatCompletionClientState(
+            sessions=saved,
+            last_session_id=self.last_session_id,
+            call_count=self.call_count,
+            total_prompt_tokens=self._total_usage.prompt_tokens,
+            total_completion_tokens=self._total_usage.completion_tokens,
+        )
+        return state.model_dump(mode="json")
+
+    def _snapshot(self) -> dict[str, _SessionState]:
+        with self._lock:
+            sessions = dict(self._sessions)
+        saved: dict[str, _SessionState] = {}
+        for sid, session in sessions.items():
+            with session.lock:  # not while a call of this session is between its two generations
+                saved[sid] = _SessionState(overrides=[(k, list(v)) for k, v in session.overrides.items()])
+        return saved
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`save_state` saved, replacing this client's sessions.
+
+        A restored session serves its saved session id; a call under a new id (an agent of a team restarted from
+        saved state gets a new ``AgentId``) takes over the restored session whose generated turns its history holds.
+
+        Raises:
+            ValueError: ``state`` is not a saved state of this client (or of a version this release cannot read).
+        """
+        try:
+            loaded = MementoChatCompletionClientState.model_validate(dict(state))
+        except ValidationError as e:
+            raise ValueError(f"not a MementoChatCompletionClient state: {validation_message(e)}") from None
+        sessions = {
+            sid: _ClientSession(overrides={body: list(ids) for body, ids in s.overrides})
+            for sid, s in loaded.sessions.items()
+        }
+        with self._lock:
+            self._sessions = sessions
+            self._adoptable = set(sessions)
+        self.last_session_id = loaded.last_session_id
+        self.call_count = loaded.call_count
+        self._total_usage = RequestUsage(
+            prompt_tokens=loaded.total_prompt_tokens, completion_tokens=loaded.total_completion_tokens
+        )
 
     # --- accounting ------------------------------------------------------------------------------------------
     async def close(self) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from autogen_core import ComponentBase
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..grammar import MementoConfig, MementoTokenIds
 
@@ -30,12 +33,14 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:  # NaN fails this comparison too
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
 
 
 @dataclass
@@ -94,6 +99,140 @@ class SessionStats:
 
 
 TokenCallback = Callable[[int], None]
+
+_C = TypeVar("_C", bound=BaseModel)
+
+
+def validation_message(error: ValidationError) -> str:
+    """One line naming every invalid field of a pydantic ``ValidationError`` and why it is invalid."""
+    parts = []
+    for err in error.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "value"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def build_config(config_cls: type[_C], what: str, **values: Any) -> _C:
+    """Validate constructor arguments by building their Config (the one source of rules), as a one-line ValueError."""
+    try:
+        return config_cls(**values)
+    except ValidationError as e:
+        raise ValueError(f"invalid {what} arguments: {validation_message(e)}") from None
+
+
+# --- torch devices -----------------------------------------------------------------------------------------------
+def available_torch_devices() -> list[str]:
+    """The devices this torch build can use right now, e.g. ``["cpu", "cuda:0", "cuda:1"]``."""
+    import torch
+
+    out = ["cpu"]
+    out += [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        out += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return out
+
+
+def check_torch_device(device: str) -> str:
+    """Return ``device`` if this torch build can use it, else raise a ValueError naming what torch has."""
+    import torch
+
+    have = available_torch_devices()
+    build = "" if torch.backends.cuda.is_built() else ", built without CUDA"  # type: ignore[no-untyped-call]
+    why = f"this torch ({torch.__version__}{build}) can use: {', '.join(have)}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; {why}") from None
+    if dev.type == "cpu":
+        return device
+    usable = {d.split(":")[0] for d in have}
+    if dev.type not in usable:
+        raise ValueError(f"device {device!r} is not available: {why}")
+    indexed = [d for d in have if d.startswith(f"{dev.type}:")]
+    if dev.index is not None and indexed and f"{dev.type}:{dev.index}" not in indexed:
+        raise ValueError(f"device {device!r} is not available: {why}")
+    return device
+
+
+# --- model names and paths ---------------------------------------------------------------------------------------
+# Portable names of the models shipped in ``autogen_ext_memento.assets`` -> the function that returns their path.
+_SHIPPED = {"tiny": "tiny_model_path", "tiny-memento": "tiny_model_path", "tiny-full": "tiny_full_model_path"}
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _shipped_path(name: str) -> Path | None:
+    from .. import assets
+
+    fn = getattr(assets, _SHIPPED[name], None)
+    if fn is None:
+        return None
+    return Path(fn())
+
+
+def shipped_model_names() -> list[str]:
+    """The portable names this installation resolves (``tiny``, ``tiny-memento`` and, when shipped, ``tiny-full``)."""
+    from .. import assets
+
+    return [n for n, fn in _SHIPPED.items() if hasattr(assets, fn)]
+
+
+def resolve_model_path(name: str, *, kind: Literal["model", "tokenizer"] = "model", tokenizer: bool = True) -> str:
+    """Turn a model name into what ``from_pretrained`` loads, checking local paths first.
+
+    ``tiny``/``tiny-memento`` (and ``tiny-full`` where shipped) are the package's own models; an existing directory
+    must hold ``config.json`` (for a model) and tokenizer files (unless ``tokenizer=False``); a string that is not a
+    path and looks like ``org/name`` is a hub name and is returned unchanged.
+
+    Raises:
+        FileNotFoundError: the path does not exist and is not a hub name.
+        ValueError: the path exists but is not a model (or tokenizer) directory.
+    """
+    if name in shipped_model_names():
+        path = _shipped_path(name)
+        assert path is not None
+        return str(path)
+    p = Path(name).expanduser()
+    if not p.exists():
+        if _HUB_NAME.match(name) and ".." not in name.split("/"):
+            return name
+        raise FileNotFoundError(
+            f"{kind} path {name!r} does not exist: expected a local directory with "
+            f"{'config.json' if kind == 'model' else 'tokenizer files'} or a hub name (org/name)"
+        )
+    need = ["config.json"] if kind == "model" else []
+    need += [f"tokenizer files ({' or '.join(_TOKENIZER_FILES)})"] if tokenizer else []
+    has_config = kind == "tokenizer" or (p / "config.json").is_file()
+    has_tok = not tokenizer or any((p / f).is_file() for f in _TOKENIZER_FILES)
+    if not p.is_dir() or not (has_config and has_tok):
+        raise ValueError(f"{kind} path {name!r} is not a {kind} directory: expected {' and '.join(need)} in it")
+    return str(p)
+
+
+def portable_model_name(name: str) -> str:
+    """``tiny`` (or another shipped name) when ``name`` is one of the package's models, else ``name`` unchanged.
+
+    Component configs store this, so a saved config does not carry this machine's install path.
+    """
+    if name in _SHIPPED:
+        return "tiny" if _SHIPPED[name] == "tiny_model_path" else name
+    try:
+        here = Path(name).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return name
+    for alias in ("tiny", "tiny-full"):
+        try:
+            path = _shipped_path(alias) if alias in shipped_model_names() else None
+        except FileNotFoundError:
+            path = None
+        if path is not None and path.resolve() == here:
+            return alias
+    return name
 
 
 class MementoBackend(ABC, ComponentBase[BaseModel]):

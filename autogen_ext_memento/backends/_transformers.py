@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from autogen_core import Component
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from typing_extensions import Self
 
 from .._tokens import add_memento_tokens
 from ..grammar import BlockTracker, EventKind, MementoConfig, MementoTokenIds, Span
-from ._base import FinishReason, GenerationResult, MementoBackend, SamplingParams, SessionStats, TokenCallback
+from ._base import (
+    FinishReason,
+    GenerationResult,
+    MementoBackend,
+    SamplingParams,
+    SessionStats,
+    TokenCallback,
+    build_config,
+    check_torch_device,
+    portable_model_name,
+    resolve_model_path,
+)
 
 DType = Literal["float32", "bfloat16", "float16", "auto"]
 LogitsProcessor = Callable[[str, list[int], Any], Any]
@@ -26,7 +38,9 @@ class TransformersBackendConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="Local directory or hub name of a causal LM (and its tokenizer).")
+    model: str = Field(
+        description="Local directory, hub name (org/name) or shipped name (tiny) of a causal LM and its tokenizer."
+    )
     tokenizer: str | None = Field(default=None, description="Tokenizer path or name if not the model's.")
     device: str = "cpu"
     dtype: DType = "float32"
@@ -35,6 +49,15 @@ class TransformersBackendConfig(BaseModel):
     max_sessions: int = Field(default=64, ge=1)
     num_threads: int | None = Field(default=None, ge=1)
     trust_remote_code: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_available(cls, value: str) -> str:
+        return check_torch_device(value)
+
+
+# Stands in for the model name while an already loaded model's arguments are validated.
+_IN_MEMORY = "<in-memory model>"
 
 
 @dataclass
@@ -59,10 +82,11 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
     makes prefill of blocks that arrive inside a prompt exactly equal to the stage-2 training mask.
 
     Args:
-        model: a local directory or hub name, or an already loaded ``PreTrainedModel``.
+        model: a local directory, a hub name (``org/name``), ``"tiny"`` (the shipped tiny memento model), or an
+            already loaded ``PreTrainedModel``.
         tokenizer: a tokenizer (or its path); defaults to the model's.
-        memento: the memento rule (see :class:`~autogen_ext_memento.grammar.MementoConfig`).
-        device: torch device.
+        memento: the memento rule (a :class:`~autogen_ext_memento.grammar.MementoConfig` or its fields as a dict).
+        device: torch device; checked against what this torch build has.
         dtype: weights dtype (``float32`` is exact on CPU).
         max_model_len: logical length limit; default the model's ``max_position_embeddings``.
         max_sessions: sessions kept; the least recently used is dropped beyond it.
@@ -88,7 +112,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         model: str | Any,
         tokenizer: str | Any | None = None,
         *,
-        memento: MementoConfig | None = None,
+        memento: MementoConfig | Mapping[str, Any] | None = None,
         device: str = "cpu",
         dtype: DType = "float32",
         max_model_len: int | None = None,
@@ -98,43 +122,70 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         logits_processor: LogitsProcessor | None = None,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
+        cfg = build_config(
+            TransformersBackendConfig,
+            "TransformersBackend",
+            model=model if isinstance(model, str) else _IN_MEMORY,
+            tokenizer=tokenizer if isinstance(tokenizer, str) else None,
+            device=device,
+            dtype=dtype,
+            memento=memento if memento is not None else MementoConfig(),
+            max_model_len=max_model_len,
+            max_sessions=max_sessions,
+            num_threads=num_threads,
+            trust_remote_code=trust_remote_code,
+        )
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
         self._torch = torch
-        self._model_path = model if isinstance(model, str) else getattr(model, "name_or_path", None)
-        self._tokenizer_path = tokenizer if isinstance(tokenizer, str) else None
-        if isinstance(tokenizer, str) or tokenizer is None:
-            tok_src = tokenizer if isinstance(tokenizer, str) else model
-            if not isinstance(tok_src, str):
-                raise ValueError("pass a tokenizer when the model is an object")
-            tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
-        if isinstance(model, str):
-            torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-            model = AutoModelForCausalLM.from_pretrained(
-                model, dtype=torch_dtype, trust_remote_code=trust_remote_code
-            )
-        self._tok: Any = tokenizer
-        self._model = model
+        name = cfg.model if isinstance(model, str) else getattr(model, "name_or_path", None)
+        self._model_path = portable_model_name(name) if name else None
+        self._tokenizer_path = portable_model_name(cfg.tokenizer) if cfg.tokenizer else None
+        self._tok: Any = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else None
+        self._model = self._load(model, cfg)
         add_memento_tokens(self._tok, self._model)
-        self._model.to(device)
+        self._model.to(cfg.device)
         self._model.eval()
-        self._device = torch.device(device)
+        # transformers renamed the forward's cache argument (``past_key_values`` -> ``cache``); use the current one.
+        params = inspect.signature(self._model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._device = torch.device(cfg.device)
         self._ids = MementoTokenIds.from_tokenizer(cast(Any, self._tok))
-        self._memento = memento or MementoConfig()
+        self._memento = cfg.memento
         cfg_len = getattr(self._model.config, "max_position_embeddings", None) or 4096
-        self._max_len = int(max_model_len or cfg_len)
-        self._max_sessions = max_sessions
-        self._num_threads = num_threads
-        self._dtype: DType = dtype
-        self._trust = trust_remote_code
+        self._max_len = int(cfg.max_model_len or cfg_len)
+        self._max_sessions = cfg.max_sessions
+        self._num_threads = cfg.num_threads
+        self._dtype: DType = cfg.dtype
+        self._trust = cfg.trust_remote_code
         self.logits_processor = logits_processor
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         # Live KV entries of all sessions together after every forward pass and eviction (pool occupancy).
         self.pool_trace: list[int] = []
         self._lock = threading.RLock()
         self._check_full_attention()
+
+    def _load(self, model: str | Any, cfg: TransformersBackendConfig) -> Any:
+        """Load the tokenizer (unless given) and the model (unless given), checking local paths first."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch = self._torch
+        if self._tok is None:
+            if cfg.tokenizer is None and not isinstance(model, str):
+                raise ValueError("pass a tokenizer when the model is an object")
+            src = resolve_model_path(cfg.tokenizer, kind="tokenizer") if cfg.tokenizer else None
+            if isinstance(model, str):
+                model = resolve_model_path(cfg.model, tokenizer=src is None)
+            self._tok = AutoTokenizer.from_pretrained(src or model, trust_remote_code=cfg.trust_remote_code)
+        elif isinstance(model, str):
+            model = resolve_model_path(cfg.model, tokenizer=False)
+        if isinstance(model, str):
+            torch_dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+            model = AutoModelForCausalLM.from_pretrained(
+                model, dtype=torch_dtype, trust_remote_code=cfg.trust_remote_code
+            )
+        return model
 
     def _check_full_attention(self) -> None:
         cfg = self._model.config
@@ -330,8 +381,8 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         n = len(tokens)
         inp = torch.tensor([tokens], dtype=torch.long, device=self._device)
         pos = torch.arange(first_pos, first_pos + n, dtype=torch.long, device=self._device).unsqueeze(0)
-        out = self._model(input_ids=inp, position_ids=pos, past_key_values=sess.cache, use_cache=True,
-                          logits_to_keep=1)
+        cache = {self._cache_kw: sess.cache}
+        out = self._model(input_ids=inp, position_ids=pos, use_cache=True, logits_to_keep=1, **cache)
         sess.logits = out.logits[0, -1].float()
         live = len(sess.slots)
         for k in range(n):
@@ -377,8 +428,15 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         k = a + q
         mask = torch.zeros(1, 1, q, k, dtype=sess.logits.dtype, device=self._device)
         mask[..., a:] = torch.full((q, q), torch.finfo(mask.dtype).min, device=self._device).triu(1)
-        out = self._model(input_ids=inp, position_ids=pos, past_key_values=sess.cache, use_cache=True,
-                          attention_mask=mask.to(self._model.dtype), logits_to_keep=1)
+        cache = {self._cache_kw: sess.cache}
+        out = self._model(
+            input_ids=inp,
+            position_ids=pos,
+            use_cache=True,
+            attention_mask=mask.to(self._model.dtype),
+            logits_to_keep=1,
+            **cache,
+        )
         sess.logits = out.logits[0, -1].float()
         sess.slots.extend(positions)
         sess.stats.prefill_tokens += q

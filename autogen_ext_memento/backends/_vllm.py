@@ -15,7 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
 
 from ..grammar import MementoConfig, MementoTokenIds
-from ._base import FinishReason, GenerationResult, MementoBackend, SamplingParams, SessionStats, TokenCallback
+from ._base import (
+    FinishReason,
+    GenerationResult,
+    MementoBackend,
+    SamplingParams,
+    SessionStats,
+    TokenCallback,
+    build_config,
+    portable_model_name,
+    resolve_model_path,
+)
 
 
 class VLLMBackendConfig(BaseModel):
@@ -24,7 +34,9 @@ class VLLMBackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: str = Field(description="Server root, e.g. http://127.0.0.1:8000 (no /v1).")
-    tokenizer: str = Field(description="Local directory or name of the served model's tokenizer.")
+    tokenizer: str = Field(
+        description="Local directory, hub name or shipped name (tiny) of the served model's tokenizer."
+    )
     model_name: str | None = None
     timeout_s: float = Field(default=600.0, gt=0)
     trust_remote_code: bool = False
@@ -69,16 +81,28 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         timeout_s: float = 600.0,
         trust_remote_code: bool = False,
     ) -> None:
-        self._base = base_url.rstrip("/")
-        self._timeout = timeout_s
-        self._trust = trust_remote_code
-        self._tokenizer_path = tokenizer if isinstance(tokenizer, str) else None
+        cfg = build_config(
+            VLLMBackendConfig,
+            "VLLMBackend",
+            base_url=base_url,
+            tokenizer=tokenizer if isinstance(tokenizer, str) else "<in-memory tokenizer>",
+            model_name=model_name,
+            timeout_s=timeout_s,
+            trust_remote_code=trust_remote_code,
+        )
+        if not cfg.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {cfg.base_url!r}")
+        self._base = cfg.base_url.rstrip("/")
+        self._timeout = cfg.timeout_s
+        self._trust = cfg.trust_remote_code
+        self._tokenizer_path = portable_model_name(cfg.tokenizer) if isinstance(tokenizer, str) else None
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=trust_remote_code)
+            src = resolve_model_path(cfg.tokenizer, kind="tokenizer")
+            tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=cfg.trust_remote_code)
         self._tok = tokenizer
-        self._name = model_name or self._tokenizer_path or "vllm"
+        self._name = cfg.model_name or self._tokenizer_path or "vllm"
         cfg = self._request("GET", "/v1/memento/config")
         self._memento = MementoConfig(**cfg["memento"])
         self._ids = MementoTokenIds(*cfg["token_ids"])
