@@ -21,7 +21,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._args import existing_file, existing_path, non_negative_float, non_negative_int, positive_int
+
 _AGENT_KEYS = ("task_result", "state", "llm_messages", "messages", "llm_context", "agent_states")
+_BUNDLED = ("bundled:reasoning", "bundled:agentchat")
+
+
+def input_file(text: str) -> str:
+    """An input of ``annotate``: a bundled sample name or an existing file."""
+    return text if text in _BUNDLED else existing_file(text)
+
+
+def window(text: str) -> int:
+    """Units per boundary-scoring request (at least 2)."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}")
+    return value
 
 
 def register(subparsers: Any) -> None:
@@ -32,26 +48,39 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", help="input files (.jsonl/.json), or bundled:reasoning / bundled:agentchat")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=input_file,
+        help="input files (.jsonl/.json), or bundled:reasoning / bundled:agentchat",
+    )
     p.add_argument("--out", required=True, help="output JSONL (appended to; finished ids are skipped)")
     p.add_argument("--kind", choices=("auto", "reasoning", "agentchat"), default="auto")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model-config", help="ComponentModel JSON/YAML of any AutoGen ChatCompletionClient")
-    src.add_argument("--replay", help="JSON/YAML list of canned answers for a ReplayChatCompletionClient (sequential)")
-    p.add_argument("--lam", type=float, default=0.5, help="CV penalty weight λ (default 0.5)")
-    p.add_argument("--min-block-tokens", type=int, default=200)
-    p.add_argument("--max-block-tokens", type=int, default=None)
+    src.add_argument(
+        "--model-config", type=existing_file, help="ComponentModel JSON/YAML of any AutoGen ChatCompletionClient"
+    )
+    src.add_argument(
+        "--replay",
+        type=existing_file,
+        help="JSON/YAML list of canned answers for a ReplayChatCompletionClient (sequential)",
+    )
+    p.add_argument("--lam", type=non_negative_float, default=0.5, help="CV penalty weight λ (default 0.5)")
+    p.add_argument("--min-block-tokens", type=non_negative_int, default=200)
+    p.add_argument("--max-block-tokens", type=positive_int, default=None)
     p.add_argument("--two-pass", action="store_true", help="second boundary-scoring pass (window 11), averaged")
-    p.add_argument("--window", type=int, default=16)
-    p.add_argument("--tau", type=float, default=8.0, help="judge pass threshold /10 (default 8)")
-    p.add_argument("--rounds", type=int, default=2, help="judge rounds T (default 2)")
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--max-retries", type=int, default=4)
-    p.add_argument("--backoff", type=float, default=1.0, help="base backoff seconds (doubles per retry)")
-    p.add_argument("--price-in", type=float, default=0.0, help="prompt price per million tokens")
-    p.add_argument("--price-out", type=float, default=0.0, help="completion price per million tokens")
-    p.add_argument("--tokenizer", help="count tokens with this local HF tokenizer instead of the regex counter")
-    p.add_argument("--limit", type=int, default=None, help="annotate at most this many samples")
+    p.add_argument("--window", type=window, default=16)
+    p.add_argument("--tau", type=non_negative_float, default=8.0, help="judge pass threshold /10 (default 8)")
+    p.add_argument("--rounds", type=positive_int, default=2, help="judge rounds T (default 2)")
+    p.add_argument("--concurrency", type=positive_int, default=8)
+    p.add_argument("--max-retries", type=non_negative_int, default=4)
+    p.add_argument("--backoff", type=non_negative_float, default=1.0, help="base backoff seconds (doubles per retry)")
+    p.add_argument("--price-in", type=non_negative_float, default=0.0, help="prompt price per million tokens")
+    p.add_argument("--price-out", type=non_negative_float, default=0.0, help="completion price per million tokens")
+    p.add_argument(
+        "--tokenizer", type=existing_path, help="count tokens with this local HF tokenizer instead of the regex counter"
+    )
+    p.add_argument("--limit", type=positive_int, default=None, help="annotate at most this many samples")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--summary-out", help="also write the summary JSON here")
     p.add_argument("--no-progress", action="store_true")

@@ -12,13 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._args import model_path, positive_int
+
 _BARS = " ▁▂▃▄▅▆▇█"
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run an AssistantAgent with a tool on a local memento model; show the sawtooth")
-    p.add_argument("--model", help="local model directory (default: the shipped tiny memento model)")
-    p.add_argument("--blocks", type=int, default=6, help="tool turns in the task (default 6)")
+    p.add_argument(
+        "--model",
+        type=model_path,
+        help="model directory, hub name or 'tiny' (default: the shipped tiny memento model)",
+    )
+    p.add_argument("--blocks", type=positive_int, default=6, help="tool turns in the task (default 6)")
     p.add_argument("--seed", type=int, default=0, help="held-out episode seed")
     p.add_argument(
         "--policy",
@@ -28,7 +34,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print a machine-readable summary only")
     p.add_argument("--plot", help="save the sawtooth as a PNG here")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     p.set_defaults(func=run)
 
 

@@ -17,6 +17,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from ._args import fraction, model_path, non_negative_int, positive_float, positive_int
+
 PLUGIN_NAME = "autogen_memento"
 SCHEDULER_CLS = "autogen_memento_vllm.scheduler.MementoScheduler"
 WORKERS = {
@@ -102,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def _keep_last(text: str) -> int:
+    """``keep_last_n_blocks``: ``-1`` (never evict) or a non-negative integer."""
+    return -1 if text.strip() == "-1" else non_negative_int(text)
+
+
 def register(subparsers: Any) -> None:
     """Add the ``serve`` subcommand."""
     p = subparsers.add_parser(
@@ -110,14 +117,14 @@ def register(subparsers: Any) -> None:
         description="Start `vllm serve MODEL` with the memento scheduler/worker, chat template and session API. "
         "Unknown arguments go to vLLM (e.g. --max-model-len 8192 --port 8000).",
     )
-    p.add_argument("model", help="local directory or model name, as for `vllm serve`")
+    p.add_argument("model", type=model_path, help="model directory, hub name (org/name) or 'tiny'")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    p.add_argument("--keep-last-n-blocks", type=int, default=0)
+    p.add_argument("--keep-last-n-blocks", type=_keep_last, default=0, help="-1 never evicts (default 0)")
     p.add_argument("--mask-delimiters", action="store_true", help="evict the block delimiters too (Phi-4)")
     p.add_argument("--restart-mode", action="store_true", help="ablation: recompute mementos without their block")
-    p.add_argument("--max-block-tokens", type=int, default=None)
-    p.add_argument("--session-ttl", type=float, default=600.0, help="idle seconds before a session is dropped")
-    p.add_argument("--session-fraction", type=float, default=0.5, help="share of the KV pool sessions may hold")
+    p.add_argument("--max-block-tokens", type=positive_int, default=None)
+    p.add_argument("--session-ttl", type=positive_float, default=600.0, help="idle seconds before a session is dropped")
+    p.add_argument("--session-fraction", type=fraction, default=0.5, help="share of the KV pool sessions may hold")
     p.add_argument("--dry-run", action="store_true", help="print the vLLM command instead of running it")
     p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="arguments after MODEL go to `vllm serve`")
     p.set_defaults(func=run)
