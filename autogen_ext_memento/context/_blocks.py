@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from autogen_core import FunctionCall
+from autogen_core import FunctionCall, Image
 from autogen_core.models import (
     AssistantMessage,
     FunctionExecutionResultMessage,
@@ -78,7 +79,18 @@ def message_text(msg: LLMMessage) -> str:
     return "\n".join(r.content for r in msg.content)
 
 
+def image_tokens(image: Image) -> int:
+    """Estimated tokens of one image as vision models bill it: 85 plus 170 per 512-pixel tile (OpenAI's rule)."""
+    width, height = image.image.size
+    scale = min(1.0, 2048 / max(width, height, 1))  # fitted into 2048x2048, then the short side to at most 768
+    scale *= min(1.0, 768 / max(min(width, height) * scale, 1))
+    return 85 + 170 * math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
+
+
 def _approx_chars(msg: LLMMessage) -> int:
+    if isinstance(msg, UserMessage) and not isinstance(msg.content, str):
+        # An image is shown as "[image]" in text forms but costs a vision model far more than those 7 characters.
+        return sum(len(p) + 1 if isinstance(p, str) else 4 * image_tokens(p) for p in msg.content)
     if isinstance(msg, AssistantMessage) and not isinstance(msg.content, str):
         # ~ the rendered "<tool_call>\n{"name": …, "arguments": …}\n</tool_call>" without re-encoding the JSON.
         return len(msg.thought or "") + sum(len(c.name) + len(c.arguments) + 48 for c in msg.content)

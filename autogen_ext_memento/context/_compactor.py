@@ -4,7 +4,13 @@ Given the blocks of a history, :func:`compact` decides which closed blocks are s
 (monotonically: a compacted block never comes back), writes the missing mementos (each block at most once) and
 builds the message list a model sees:
 
-``[pinned blocks] + [memory message] + [one digest message with the mementos, oldest first] + [kept blocks]``
+``[leading system messages] + [pinned blocks] + [memory message] + [one digest message with the mementos, oldest
+first] + [kept blocks]``
+
+The leading system messages (the system prompt: every ``SystemMessage`` before the first other message) are always
+shown first and whole: no stage below compacts, truncates or moves them, and ``pin_first_blocks`` counts the blocks
+after them. They do count against ``token_limit``; a system prompt alone over the limit is kept anyway (the context
+logs a :class:`MementoSystemOverBudgetEvent` and a warning).
 
 Policy, in order:
 
@@ -57,7 +63,8 @@ class CompactionPolicy(BaseModel):
         trigger: ``"block"`` compacts after each completed block; ``"tokens"`` only over ``token_limit``.
         token_limit: the view's token budget (required for ``trigger="tokens"``); enables the hard fallback.
         low_watermark: with ``trigger="tokens"``, compact down to this fraction of ``token_limit``.
-        pin_first_blocks: leading blocks never compacted by the soft policy (the task statement).
+        pin_first_blocks: leading blocks never compacted by the soft policy (the task statement), counted after
+            the leading system messages (which are never compacted at all).
         max_llm_mementos_per_call: at most this many mementos per view from a writer that calls a model; the rest
             are masked, so a long history loaded over the limit costs a bounded number of calls.
     """
@@ -98,6 +105,18 @@ class ViewStats:
 
 class MementoCompactionEvent(_Event):
     """A view compacted blocks (or took the hard path): tokens before/after and how, for per-compaction metrics."""
+
+
+class MementoSystemOverBudgetEvent(_Event):
+    """The leading system messages alone exceed ``token_limit``: they are kept whole, so views exceed the limit."""
+
+
+def leading_system_blocks(blocks: Sequence[Block]) -> int:
+    """How many blocks at the start are system messages (the system prompt, never compacted or truncated)."""
+    n = 0
+    while n < len(blocks) and blocks[n].kind == "system":
+        n += 1
+    return n
 
 
 def log_compaction(scope: str, stats: ViewStats) -> None:
@@ -195,6 +214,158 @@ async def _ensure_memento(
     return tokens
 
 
+@dataclass
+class _Tally:
+    """Running token totals of the view being built, so deciding block by block stays linear in the history."""
+
+    shown: dict[int, int]
+    lines: dict[int, int]
+    header: int
+    memory: int
+    verbatim: int = 0
+    line_total: int = 0
+
+    def __post_init__(self) -> None:
+        self.verbatim = sum(self.shown.values())
+        self.line_total = sum(self.lines.values())
+
+    def total(self) -> int:
+        return self.verbatim + (self.header + self.line_total if self.lines else 0) + self.memory
+
+    def mark(self, i: int, tokens: int | None) -> None:
+        """Show block ``i`` as a digest line of ``tokens`` tokens (``None``: it stays whole)."""
+        if tokens is not None:
+            self.lines[i] = tokens
+            self.line_total += tokens
+            self.verbatim -= self.shown.pop(i)
+
+
+async def _apply_policy(
+    blocks: Sequence[Block],
+    policy: CompactionPolicy,
+    writer: MementoWriter,
+    tally: _Tally,
+    lead: int,
+    ensure: Callable[[Block, bool], Awaitable[int | None]],
+) -> bool:
+    """The soft then the hard compaction stages (module docstring); return whether the hard stage ran."""
+    limit = policy.token_limit
+    closed_idx = [i for i, b in enumerate(blocks) if b.closed]
+    keep = set(closed_idx[len(closed_idx) - policy.keep_last_n_blocks :]) if policy.keep_last_n_blocks else set()
+    pinned = set(range(lead, min(lead + policy.pin_first_blocks, len(blocks))))
+    candidates = [i for i in closed_idx if i >= lead and i not in keep and i not in pinned and not blocks[i].compacted]
+    if writer.waits_for_model and blocks and blocks[-1].kind == "tool" and blocks[-1].memento is None:
+        candidates = [i for i in candidates if i != len(blocks) - 1]
+    if policy.trigger == "block":
+        for i in candidates:
+            tally.mark(i, await ensure(blocks[i], False))
+    elif limit is not None and tally.total() > limit:
+        target = math.floor(policy.low_watermark * limit)
+        for i in candidates:
+            if tally.total() <= target:
+                break
+            tally.mark(i, await ensure(blocks[i], False))
+    if limit is None or tally.total() <= limit:
+        return False
+    last = len(blocks) - 1
+    for i in closed_idx:
+        if tally.total() <= limit:
+            break
+        if i != last and i >= lead and not blocks[i].compacted:
+            # The hard path never waits for a model: masking is immediate and cannot fail.
+            tally.mark(i, await ensure(blocks[i], True))
+    return True
+
+
+def _digest(
+    blocks: Sequence[Block], tally: _Tally, limit: int | None, memory_message: LLMMessage | None
+) -> tuple[UserMessage | None, int, int, LLMMessage | None]:
+    """The digest message (oldest lines dropped over the hard limit); also the line and omitted counts and the
+    memory message that is still shown."""
+    digest_idx = sorted(tally.lines)
+    omitted: list[int] = []
+    if limit is not None and tally.total() > limit:
+        over = tally.total() - limit
+        while digest_idx and over > 0:
+            i = digest_idx.pop(0)
+            omitted.append(i)
+            over -= tally.lines[i]
+        if over > 0 and memory_message is not None:
+            # The team memory is bounded by its own budget, not this one: it is the last thing given up, and
+            # digest lines it frees room for come back.
+            over -= tally.memory
+            memory_message, tally.memory = None, 0
+            while omitted and over + tally.lines[omitted[-1]] <= 0:
+                over += tally.lines[omitted[-1]]
+                digest_idx.insert(0, omitted.pop())
+    lines: list[str] = []
+    if omitted:
+        first, lastb = blocks[omitted[0]], blocks[omitted[-1]]
+        lines.append(f"- ({len(omitted)} older mementos archived, blocks {first.block_id} .. {lastb.block_id})")
+    lines += [memento_line(blocks[i]) for i in digest_idx]
+    digest = UserMessage(content=DIGEST_HEADER + "\n" + "\n".join(lines), source=DIGEST_SOURCE) if lines else None
+    return digest, len(lines), len(omitted), memory_message
+
+
+def _truncate(
+    blocks: Sequence[Block],
+    rendered: dict[int, list[LLMMessage]],
+    limit: int,
+    fixed: int,
+    lead: int,
+    counter: TokenCounter,
+) -> tuple[int, bool]:
+    """Cut (as copies) the text of the closed blocks shown whole until the view fits.
+
+    ``fixed``: tokens of the digest and memory message. The leading system messages are never cut. Returns how
+    many blocks were cut and whether the view was over the limit before.
+    """
+    closed_shown = [i for i in rendered if blocks[i].closed and i >= lead]
+    fixed += sum(blocks[i].tokens for i in rendered if i < lead)
+    open_tokens = sum(_shown(blocks[i], counter) for i in rendered if not blocks[i].closed)
+    verbatim = sum(blocks[i].tokens for i in closed_shown)
+    if not closed_shown or fixed + open_tokens + verbatim <= limit:
+        return 0, False
+    share = max(1, (limit - fixed - open_tokens) // len(closed_shown))
+    truncated = 0
+    for i in closed_shown:
+        b = blocks[i]
+        if b.tokens <= share:
+            continue
+        keep_chars = max(16, 4 * share)
+        msgs = truncate_messages(rendered[i], keep_chars, b.block_id)
+        for _ in range(12):  # shrink geometrically until it fits: terminates for any counter
+            if counter(msgs) <= share or keep_chars <= 16:
+                break
+            keep_chars = max(16, keep_chars // 2)
+            msgs = truncate_messages(rendered[i], keep_chars, b.block_id)
+        rendered[i] = msgs
+        truncated += 1
+    return truncated, True
+
+
+def _assemble(
+    blocks: Sequence[Block],
+    rendered: dict[int, list[LLMMessage]],
+    anchor: int,
+    memory_message: LLMMessage | None,
+    digest: LLMMessage | None,
+) -> list[LLMMessage]:
+    """The view: blocks in order, the memory message and the digest inserted before block ``anchor``."""
+    view: list[LLMMessage] = []
+    for i in range(len(blocks)):
+        if i == anchor:
+            if memory_message is not None:
+                view.append(memory_message)
+            if digest is not None:
+                view.append(digest)
+        if i in rendered:
+            view.extend(rendered[i])
+    if anchor >= len(blocks) and memory_message is not None:
+        view.append(memory_message)
+    return view
+
+
 async def compact(
     blocks: Sequence[Block],
     policy: CompactionPolicy,
@@ -209,140 +380,48 @@ async def compact(
     limit = policy.token_limit
     budget = [policy.max_llm_mementos_per_call]
     compacted_before = sum(1 for b in blocks if b.compacted)
-    closed_idx = [i for i, b in enumerate(blocks) if b.closed]
-    keep = set(closed_idx[len(closed_idx) - policy.keep_last_n_blocks :]) if policy.keep_last_n_blocks else set()
-    pinned = set(range(min(policy.pin_first_blocks, len(blocks))))
-    mem_tokens = counter([memory_message]) if memory_message is not None else 0
-    header_tokens = counter([UserMessage(content=DIGEST_HEADER, source=DIGEST_SOURCE)])
-    line_tok: dict[int, int] = {
-        i: _line_tokens(b, counter) for i, b in enumerate(blocks) if b.compacted and b.memento is not None
-    }
+    lead = leading_system_blocks(blocks)
     for b in blocks:
         if b.compacted and b.memento is None:  # defensive: a compacted block always carries a memento
             b.compacted = False
-
-    # Running totals, so deciding block by block stays linear in the history length.
-    shown_tok = {i: _shown(b, counter) for i, b in enumerate(blocks) if not b.compacted}
-    verbatim = sum(shown_tok.values())
-    lines = sum(line_tok.values())
-
-    def total() -> int:
-        return verbatim + (header_tokens + lines if line_tok else 0) + mem_tokens
-
-    def mark(i: int, t: int | None) -> None:
-        nonlocal verbatim, lines
-        if t is not None:
-            line_tok[i] = t
-            lines += t
-            verbatim -= shown_tok.pop(i)
-
-    candidates = [i for i in closed_idx if i not in keep and i not in pinned and not blocks[i].compacted]
-    if writer.waits_for_model and blocks and blocks[-1].kind == "tool" and blocks[-1].memento is None:
-        candidates = [i for i in candidates if i != len(blocks) - 1]
-    if policy.trigger == "block":
-        for i in candidates:
-            mark(i, await _ensure_memento(blocks[i], writer, budget, on_memento, cancellation_token, counter))
-    elif limit is not None and total() > limit:
-        target = math.floor(policy.low_watermark * limit)
-        for i in candidates:
-            if total() <= target:
-                break
-            mark(i, await _ensure_memento(blocks[i], writer, budget, on_memento, cancellation_token, counter))
-
-    hard = False
-    if limit is not None and total() > limit:
-        hard = True
-        last = len(blocks) - 1
-        for i in closed_idx:
-            if total() <= limit:
-                break
-            if i != last and not blocks[i].compacted:
-                # The hard path never waits for a model: masking is immediate and cannot fail.
-                t = await _ensure_memento(
-                    blocks[i], writer, budget, on_memento, cancellation_token, counter, masking_only=True
-                )
-                mark(i, t)
-
-    # Digest lines, oldest dropped first when the hard limit still is exceeded.
-    digest_idx = sorted(line_tok)
-    omitted: list[int] = []
-    if limit is not None and total() > limit:
-        hard = True
-        over = total() - limit
-        while digest_idx and over > 0:
-            i = digest_idx.pop(0)
-            omitted.append(i)
-            over -= line_tok[i]
-        if over > 0 and memory_message is not None:
-            # The team memory is bounded by its own budget, not this one: it is the last thing given up, and
-            # digest lines it frees room for come back.
-            over -= mem_tokens
-            memory_message, mem_tokens = None, 0
-            while omitted and over + line_tok[omitted[-1]] <= 0:
-                over += line_tok[omitted[-1]]
-                digest_idx.insert(0, omitted.pop())
-    digest_lines: list[str] = []
-    if omitted:
-        first, lastb = blocks[omitted[0]], blocks[omitted[-1]]
-        digest_lines.append(f"- ({len(omitted)} older mementos archived, blocks {first.block_id} .. {lastb.block_id})")
-    digest_lines += [memento_line(blocks[i]) for i in digest_idx]
-    digest = (
-        UserMessage(content=DIGEST_HEADER + "\n" + "\n".join(digest_lines), source=DIGEST_SOURCE)
-        if digest_lines
-        else None
+    tally = _Tally(
+        shown={i: _shown(b, counter) for i, b in enumerate(blocks) if not b.compacted},
+        lines={i: _line_tokens(b, counter) for i, b in enumerate(blocks) if b.compacted},
+        header=counter([UserMessage(content=DIGEST_HEADER, source=DIGEST_SOURCE)]),
+        memory=counter([memory_message]) if memory_message is not None else 0,
     )
 
-    # Verbatim blocks, truncated (as copies) only if everything above was not enough.
-    shown = [i for i, b in enumerate(blocks) if not b.compacted]
-    rendered: dict[int, list[LLMMessage]] = {i: blocks[i].render_messages() for i in shown}
+    async def ensure(block: Block, masking_only: bool) -> int | None:
+        return await _ensure_memento(
+            block, writer, budget, on_memento, cancellation_token, counter, masking_only=masking_only
+        )
+
+    hard = await _apply_policy(blocks, policy, writer, tally, lead, ensure)
+    if limit is not None and tally.total() > limit:
+        hard = True
+    digest, digest_lines, omitted, memory_message = _digest(blocks, tally, limit, memory_message)
+    rendered = {i: b.render_messages() for i, b in enumerate(blocks) if not b.compacted}
     truncated = 0
     if limit is not None:
-        fixed = (counter([digest]) if digest is not None else 0) + mem_tokens
-        closed_shown = [i for i in shown if blocks[i].closed]
-        open_tokens = sum(_shown(blocks[i], counter) for i in shown if not blocks[i].closed)
-        verbatim = sum(blocks[i].tokens for i in closed_shown)
-        if closed_shown and fixed + open_tokens + verbatim > limit:
-            hard = True
-            share = max(1, (limit - fixed - open_tokens) // len(closed_shown))
-            for i in closed_shown:
-                b = blocks[i]
-                if b.tokens <= share:
-                    continue
-                keep_chars = max(16, 4 * share)
-                msgs = truncate_messages(rendered[i], keep_chars, b.block_id)
-                for _ in range(12):  # shrink geometrically until it fits: terminates for any counter
-                    if counter(msgs) <= share or keep_chars <= 16:
-                        break
-                    keep_chars = max(16, keep_chars // 2)
-                    msgs = truncate_messages(rendered[i], keep_chars, b.block_id)
-                rendered[i] = msgs
-                truncated += 1
-
-    view: list[LLMMessage] = []
+        fixed = (counter([digest]) if digest is not None else 0) + tally.memory
+        truncated, over = _truncate(blocks, rendered, limit, fixed, lead, counter)
+        hard = hard or over
     first_compacted = next((i for i, b in enumerate(blocks) if b.compacted), None)
-    anchor = first_compacted if first_compacted is not None else min(policy.pin_first_blocks, len(blocks))
-    for i in range(len(blocks)):
-        if i == anchor:
-            if memory_message is not None:
-                view.append(memory_message)
-            if digest is not None:
-                view.append(digest)
-        if i in rendered:
-            view.extend(rendered[i])
-    if anchor >= len(blocks) and memory_message is not None:
-        view.append(memory_message)
+    anchor = first_compacted if first_compacted is not None else min(lead + policy.pin_first_blocks, len(blocks))
+    view = _assemble(blocks, rendered, anchor, memory_message, digest)
 
     # What the same history costs without this context (no digest, no memory message): AutoGen's default.
     full = sum((b.tokens if b.closed else counter(b.render_messages())) for b in blocks)
+    compacted = sum(1 for b in blocks if b.compacted)
     stats = ViewStats(
         full_tokens=full,
         view_tokens=counter(view) if view else 0,
         blocks=len(blocks),
-        compacted_blocks=sum(1 for b in blocks if b.compacted),
-        digest_lines=len(digest_lines),
-        omitted_mementos=len(omitted),
+        compacted_blocks=compacted,
+        digest_lines=digest_lines,
+        omitted_mementos=omitted,
         truncated_blocks=truncated,
         hard=hard,
-        newly_compacted=sum(1 for b in blocks if b.compacted) - compacted_before,
+        newly_compacted=compacted - compacted_before,
     )
     return view, stats

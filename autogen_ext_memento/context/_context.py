@@ -7,20 +7,30 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from autogen_core import CancellationToken, Component, ComponentModel
+from autogen_core import EVENT_LOGGER_NAME, CancellationToken, Component, ComponentModel
 from autogen_core.model_context import ChatCompletionContext
-from autogen_core.models import ChatCompletionClient, LLMMessage, UserMessage
-from pydantic import BaseModel, Field
+from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
+from pydantic import TypeAdapter
 from typing_extensions import Self
 
 from ..store import BlockStore, StoredBlock
+from ..store._checks import build_config, require_type
 from ._blocks import Block, BlockBuilder, TokenCounter, approx_tokens
-from ._compactor import CompactionPolicy, ViewStats, compact, log_compaction
+from ._compactor import (
+    CompactionPolicy,
+    MementoSystemOverBudgetEvent,
+    ViewStats,
+    compact,
+    leading_system_blocks,
+    log_compaction,
+)
 from ._writers import MementoWriter, ObservationMaskingWriter
 
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+_OWNER = "MementoChatCompletionContext"
+_MESSAGE = TypeAdapter(LLMMessage)
 
 
 def client_counter(client: ChatCompletionClient | None) -> TokenCounter:
@@ -56,9 +66,17 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
 
     Blocks are formed from the messages as documented in :mod:`autogen_ext_memento.context._blocks` (a tool call
     and its results are one block, never split). :meth:`get_messages` returns a fresh list
-    ``[pinned task] + [memory message] + [one digest of mementos] + [last N blocks whole]`` and never mutates the
-    stored messages; every block is archived verbatim in ``store`` as soon as it closes, and
+    ``[system message] + [pinned task] + [memory message] + [one digest of mementos] + [last N blocks whole]`` and
+    never mutates the stored messages; every block is archived verbatim in ``store`` as soon as it closes, and
     :func:`~autogen_ext_memento.store.make_recall_tool` reopens it by the id shown in the digest.
+
+    The leading system message(s) are always first and whole in every view. A system message in
+    ``initial_messages`` that alone exceeds ``token_limit`` is refused at construction; one added later is kept and
+    logged once (a warning and a ``MementoSystemOverBudgetEvent``). Images (``UserMessage`` content lists) are kept
+    verbatim and archived bit-exact; their mementos and recall text show ``[image]``. With compaction off (e.g.
+    ``trigger="tokens"`` and a large ``token_limit``) the views equal ``UnboundedChatCompletionContext``'s.
+    Every argument is checked at construction (one-line ``ValueError``/``TypeError``), by the rules of
+    :class:`MementoChatCompletionContextConfig`.
 
     Args:
         keep_last_n_blocks: closed blocks kept whole after the newest.
@@ -67,7 +85,7 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
             :mod:`autogen_ext_memento.context._compactor`), so a history already over the limit is brought under it
             in one call, without extra model calls.
         low_watermark: with ``trigger="tokens"``, compact down to this fraction of ``token_limit``.
-        pin_first_blocks: leading blocks (the task) the soft policy never compacts.
+        pin_first_blocks: leading blocks (the task) the soft policy never compacts, after the system message.
         max_llm_mementos_per_call: cap on model-written mementos per :meth:`get_messages`.
         writer: who writes mementos (default :class:`ObservationMaskingWriter`, no LLM).
         store: where blocks are archived (default: an in-memory store).
@@ -119,30 +137,40 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         from ..memory import MementoMemory
         from ..store import InMemoryBlockStore
 
-        self._policy = CompactionPolicy(
+        # One source of rules: the Config validates every plain value; the parts are checked by type.
+        config = build_config(
+            MementoChatCompletionContextConfig,
+            _OWNER,
             keep_last_n_blocks=keep_last_n_blocks,
             trigger=trigger,
             token_limit=token_limit,
             low_watermark=low_watermark,
             pin_first_blocks=pin_first_blocks,
             max_llm_mementos_per_call=max_llm_mementos_per_call,
+            name=name,
+            initial_messages=initial_messages,
         )
-        if memory is not None and not isinstance(memory, MementoMemory):
-            raise TypeError("memory must be a MementoMemory")
+        require_type(writer, MementoWriter, "writer", _OWNER)
+        require_type(store, BlockStore, "store", _OWNER)
+        require_type(memory, MementoMemory, "memory", _OWNER)
+        require_type(model_client, ChatCompletionClient, "model_client", _OWNER)
+        self._policy = CompactionPolicy.model_validate(config.model_dump(include=set(CompactionPolicy.model_fields)))
         self._writer: MementoWriter = writer if writer is not None else ObservationMaskingWriter()
         self._store: BlockStore = store if store is not None else InMemoryBlockStore()
         self._memory: MementoMemory | None = memory
         self._model_client = model_client
         self._counter = client_counter(model_client)
-        self._name = name
-        self._prefix = name or uuid.uuid4().hex[:6]
+        self._name = config.name
+        self._prefix = config.name or uuid.uuid4().hex[:6]
         self._seq_base = 0
         self._builder = BlockBuilder(self._counter)
         self._announced: set[int] = set()
         self._memory_message: LLMMessage | None = None
         self._memory_source: Any | None = None
+        self._system_warned = False
         self.trace: list[ViewStats] = []
         super().__init__(None)
+        self._refuse_oversized_system(initial_messages or [])
         for m in initial_messages or []:
             self._add_sync(m)
         self._initial_messages = initial_messages
@@ -191,6 +219,44 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
             )
         )
 
+    # --- the system message ------------------------------------------------------------------------------------
+    def _refuse_oversized_system(self, initial_messages: list[LLMMessage]) -> None:
+        """Refuse a system message in ``initial_messages`` that alone exceeds ``token_limit`` (it is never cut)."""
+        limit = self._policy.token_limit
+        lead: list[LLMMessage] = []
+        for m in initial_messages:
+            if not isinstance(m, SystemMessage):
+                break
+            lead.append(m)
+        tokens = sum(self._counter([m]) for m in lead)
+        if limit is not None and tokens > limit:
+            raise ValueError(
+                f"{_OWNER}: the system message in initial_messages is {tokens} tokens, over token_limit={limit}; "
+                "it is always shown whole, so raise token_limit or shorten it"
+            )
+
+    def _warn_oversized_system(self) -> None:
+        """Log (once until :meth:`clear`) when the leading system messages alone exceed ``token_limit``."""
+        limit = self._policy.token_limit
+        blocks = self._builder.blocks
+        lead = leading_system_blocks(blocks)
+        if limit is None or self._system_warned or lead != len(blocks):
+            return  # only a system message that is still part of the leading run can grow it
+        tokens = sum(b.tokens for b in blocks[:lead])
+        if tokens > limit:
+            self._system_warned = True
+            logger.warning(
+                "%s %s: the system message is %d tokens, over token_limit=%d; it is kept whole, so views exceed "
+                "the limit",
+                _OWNER,
+                self._prefix,
+                tokens,
+                limit,
+            )
+            logging.getLogger(EVENT_LOGGER_NAME).info(
+                MementoSystemOverBudgetEvent(scope=self._prefix, system_tokens=tokens, token_limit=limit)
+            )
+
     def _add_sync(self, message: LLMMessage) -> list[Block]:
         """Record a message and archive the blocks it closed; return blocks whose model memento just arrived."""
         self._messages.append(message)
@@ -200,6 +266,8 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
             blocks[-1].block_id = self._block_id(blocks[-1].seq)
         for b in closed:
             self._archive(b)
+        if isinstance(message, SystemMessage):
+            self._warn_oversized_system()
         fresh: list[Block] = []
         for b in reversed(blocks):
             if b.memento is not None and b.memento_source == "model" and b.seq not in self._announced:
@@ -281,9 +349,11 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         self._announced = set()
         self._memory_message = None
         self._memory_source = None
+        self._system_warned = False
 
     async def save_state(self) -> Mapping[str, Any]:
-        """Versioned state: the messages, block ids and every block's memento and compaction flag."""
+        """Versioned, JSON-safe state: the messages, block ids, every block's memento and compaction flag, and the
+        memory message shown (restored exactly by :meth:`load_state`)."""
         return {
             "version": STATE_VERSION,
             "type": "MementoChatCompletionContextState",
@@ -295,38 +365,64 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
                 for b in self._builder.blocks
             ],
             "announced": sorted(self._announced),
+            "memory_message": self._memory_message.model_dump(mode="json") if self._memory_message else None,
+            # The memory object itself is not state; this context's own ``memory`` is re-attached on load.
+            "memory_attached": self._memory_source is not None and self._memory_source is self._memory,
         }
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore a state from :meth:`save_state` (or a plain ``ChatCompletionContextState``: messages only)."""
+        """Restore a state from :meth:`save_state` (or a plain ``ChatCompletionContextState``: messages only).
+
+        The messages are replayed into blocks and each block gets back exactly the memento it had. The blocks are
+        archived in this context's store (a store that already holds them keeps its records; restore a store's own
+        state first, with :meth:`~autogen_ext_memento.store.BlockStore.load_state`, to keep its insertion times).
+        """
         from autogen_core.model_context import ChatCompletionContextState
 
         version = int(state.get("version", 0))
         if version > STATE_VERSION:
-            raise ValueError(f"state version {version} is newer than this library's {STATE_VERSION}")
+            raise ValueError(f"{_OWNER} state version {version} is newer than supported ({STATE_VERSION})")
         messages = ChatCompletionContextState.model_validate({"messages": state.get("messages", [])}).messages
         self._prefix = str(state.get("prefix", self._prefix))
         self._seq_base = int(state.get("seq_base", 0))
         self._messages = []
         self._builder = BlockBuilder(self._counter)
-        self._memory_message = None
-        self._memory_source = None
-        for m in messages:
-            self._add_sync(m)
-        self._announced = {int(s) for s in state.get("announced", [])}
+        self._system_warned = False
         saved = {int(b["seq"]): b for b in state.get("blocks", [])}
+        self._replay(messages, saved)
+        self._announced = {int(s) for s in state.get("announced", [])}
         for b in self._builder.blocks:
             s = saved.get(b.seq)
-            if s is None:
-                continue
-            if b.memento is None and s.get("memento") is not None:
+            if s is not None and b.memento is None and s.get("memento") is not None:
+                # A state written before mementos were restored in order: give the block its saved memento.
                 b.memento, b.memento_source = str(s["memento"]), s.get("memento_source")
-            b.compacted = bool(s.get("compacted")) and b.memento is not None and b.closed
+            b.compacted = s is not None and bool(s.get("compacted")) and b.memento is not None and b.closed
         for b in self._builder.blocks:
             if b.closed and b.memento is not None:
                 # A fresh store (another process) gets the mementos too; an existing one keeps its first record.
                 mtok = self._counter([UserMessage(content=b.memento, source="memento")])
                 self._store.set_memento(b.block_id, b.memento, b.memento_source or "", mtok)
+        raw_memory = state.get("memory_message")
+        self._memory_message = _MESSAGE.validate_python(raw_memory) if raw_memory is not None else None
+        attached = bool(state.get("memory_attached")) and self._memory is not None
+        self._memory_source = self._memory if attached else None
+
+    def _replay(self, messages: list[LLMMessage], saved: Mapping[int, Mapping[str, Any]]) -> None:
+        """Re-add ``messages``, giving each new block the memento it had unless the model's own one comes later.
+
+        A block that was compacted (given a masking or writer memento) before the model's closure arrived did not
+        take that closure; the closure went to an earlier block or nowhere. Restoring those mementos as soon as the
+        block forms, before any later message, makes the replayed closures land exactly where they did.
+        """
+        for m in messages:
+            before = len(self._builder.blocks)
+            self._add_sync(m)
+            for b in self._builder.blocks[before:]:
+                s = saved.get(b.seq)
+                if s is None or s.get("memento") is None or s.get("memento_source") == "model":
+                    continue
+                if b.memento is None:
+                    b.memento, b.memento_source = str(s["memento"]), s.get("memento_source")
 
     # --- component config --------------------------------------------------------------------------------------
     def _to_config(self) -> MementoChatCompletionContextConfig:

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import Self
 
 from ..grammar import escape_special
+from ..store._checks import build_config, require_type
 from ._blocks import Block, function_calls, message_text
 
 logger = logging.getLogger(__name__)
@@ -127,8 +128,14 @@ class ObservationMaskingWriter(MementoWriter, Component[ObservationMaskingWriter
     component_provider_override = "autogen_ext_memento.context.ObservationMaskingWriter"
 
     def __init__(self, preview_chars: int = 80, message_chars: int = 120) -> None:
-        self._preview = preview_chars
-        self._message = message_chars
+        config = build_config(
+            ObservationMaskingWriterConfig,
+            "ObservationMaskingWriter",
+            preview_chars=preview_chars,
+            message_chars=message_chars,
+        )
+        self._preview = config.preview_chars
+        self._message = config.message_chars
 
     async def write(self, block: Block, cancellation_token: CancellationToken | None = None) -> str:
         return mask_block(block, self._preview, self._message)
@@ -160,7 +167,9 @@ class ClosureMementoWriter(MementoWriter, Component[ClosureMementoWriterConfig])
     component_provider_override = "autogen_ext_memento.context.ClosureMementoWriter"
 
     def __init__(self, preview_chars: int = 80) -> None:
-        self._preview = preview_chars
+        self._preview = build_config(
+            ClosureMementoWriterConfig, "ClosureMementoWriter", preview_chars=preview_chars
+        ).preview_chars
 
     @property
     def waits_for_model(self) -> bool:
@@ -181,16 +190,21 @@ class ClosureMementoWriter(MementoWriter, Component[ClosureMementoWriterConfig])
         return cls(config.preview_chars)
 
 
-class LLMMementoWriterConfig(BaseModel):
+class LLMMementoWriterSettings(BaseModel):
+    """The plain settings of :class:`LLMMementoWriter` and their rules (its Config adds the model clients)."""
+
+    max_judge_rounds: int = Field(default=0, ge=0)
+    max_words: int = Field(default=60, ge=1)
+    max_input_chars: int = Field(default=12000, ge=1)
+    system_prompt: str = COMPRESSION_PROMPT
+    judge_prompt: str = JUDGE_PROMPT
+
+
+class LLMMementoWriterConfig(LLMMementoWriterSettings):
     """Configuration of :class:`LLMMementoWriter`."""
 
     model_client: ComponentModel
     judge_client: ComponentModel | None = None
-    max_judge_rounds: int = 0
-    max_words: int = 60
-    max_input_chars: int = 12000
-    system_prompt: str = COMPRESSION_PROMPT
-    judge_prompt: str = JUDGE_PROMPT
 
 
 class LLMMementoWriter(MementoWriter, Component[LLMMementoWriterConfig]):
@@ -224,15 +238,25 @@ class LLMMementoWriter(MementoWriter, Component[LLMMementoWriterConfig]):
         system_prompt: str = COMPRESSION_PROMPT,
         judge_prompt: str = JUDGE_PROMPT,
     ) -> None:
-        if max_judge_rounds < 0 or max_words < 1 or max_input_chars < 1:
-            raise ValueError("max_judge_rounds must be >= 0, max_words and max_input_chars >= 1")
+        owner = "LLMMementoWriter"
+        settings = build_config(
+            LLMMementoWriterSettings,
+            owner,
+            max_judge_rounds=max_judge_rounds,
+            max_words=max_words,
+            max_input_chars=max_input_chars,
+            system_prompt=system_prompt,
+            judge_prompt=judge_prompt,
+        )
+        require_type(model_client, ChatCompletionClient, "model_client", owner, optional=False)
+        require_type(judge_client, ChatCompletionClient, "judge_client", owner)
         self._client = model_client
         self._judge = judge_client
-        self._rounds = max_judge_rounds
-        self._max_words = max_words
-        self._max_input = max_input_chars
-        self._prompt = system_prompt
-        self._judge_prompt = judge_prompt
+        self._rounds = settings.max_judge_rounds
+        self._max_words = settings.max_words
+        self._max_input = settings.max_input_chars
+        self._prompt = settings.system_prompt
+        self._judge_prompt = settings.judge_prompt
         self.calls = 0
         self.judge_calls = 0
         self.fallbacks = 0

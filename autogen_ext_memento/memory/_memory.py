@@ -2,23 +2,62 @@
 
 from __future__ import annotations
 
+import base64
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from autogen_core import CancellationToken, Component
+from autogen_core import CancellationToken, Component, Image
 from autogen_core.memory import Memory, MemoryContent, MemoryMimeType, MemoryQueryResult, UpdateContextResult
 from autogen_core.model_context import ChatCompletionContext
 from autogen_core.models import LLMMessage, UserMessage
 from pydantic import BaseModel, Field
 from typing_extensions import Self
 
+from ..store._checks import build_config
+
 MEMORY_SOURCE = "memento_memory"
 MEMORY_HEADER = "[Team mementos, oldest first (state records of earlier work, kept across resets)]"
+MEMORY_STATE_VERSION = 1
 
 
 def _approx(text: str) -> int:
     return (len(text) + 3) // 4 + 1
+
+
+def _dump_entry(entry: MemoryContent) -> dict[str, Any]:
+    """An entry as JSON-safe data that :func:`_load_entry` turns back into an equal entry.
+
+    ``MemoryContent`` alone does not round-trip through JSON: bytes come back as ``str``, an image as a ``dict``
+    and a MIME type enum as its string; the content's kind is recorded so each comes back as it was.
+    """
+    content = entry.content
+    if isinstance(content, bytes):
+        entry, kind = entry.model_copy(update={"content": base64.b64encode(content).decode()}), "bytes"
+    elif isinstance(content, Image):
+        kind = "image"
+    else:
+        kind = "dict" if isinstance(content, dict) else "str"
+    return {
+        "entry": entry.model_dump(mode="json"),
+        "content_kind": kind,
+        "mime_enum": isinstance(entry.mime_type, MemoryMimeType),
+    }
+
+
+def _load_entry(raw: Mapping[str, Any]) -> MemoryContent:
+    """Inverse of :func:`_dump_entry` (a bare ``MemoryContent`` dump is accepted too)."""
+    if "entry" not in raw:
+        return MemoryContent.model_validate(raw)
+    data = dict(raw["entry"])
+    kind = raw.get("content_kind")
+    if kind == "bytes":
+        data["content"] = base64.b64decode(data["content"])
+    elif kind == "image":
+        data["content"] = Image.from_base64(data["content"]["data"])
+    if raw.get("mime_enum"):
+        data["mime_type"] = MemoryMimeType(data["mime_type"])
+    return MemoryContent.model_validate(data)
 
 
 class MementoMemoryConfig(BaseModel):
@@ -26,7 +65,7 @@ class MementoMemoryConfig(BaseModel):
 
     name: str | None = None
     max_tokens: int = Field(default=800, ge=16)
-    max_entries: int | None = None
+    max_entries: int | None = Field(default=None, ge=1)
     header: str = MEMORY_HEADER
     entries: list[MemoryContent] = Field(default_factory=list)
 
@@ -65,12 +104,22 @@ class MementoMemory(Memory, Component[MementoMemoryConfig]):
         header: str = MEMORY_HEADER,
         entries: list[MemoryContent] | None = None,
     ) -> None:
-        self._name = name or "memento_memory"
-        self._config_name = name
-        self._max_tokens = max_tokens
-        self._max_entries = max_entries
-        self._header = header
-        self._entries: list[MemoryContent] = list(entries or [])
+        # One source of rules: the Config validates every value, and the settings are read back from it.
+        config = build_config(
+            MementoMemoryConfig,
+            "MementoMemory",
+            name=name,
+            max_tokens=max_tokens,
+            max_entries=max_entries,
+            header=header,
+            entries=list(entries or []),
+        )
+        self._name = config.name or "memento_memory"
+        self._config_name = config.name
+        self._max_tokens = config.max_tokens
+        self._max_entries = config.max_entries
+        self._header = config.header
+        self._entries: list[MemoryContent] = list(config.entries)
 
     @property
     def name(self) -> str:
@@ -192,6 +241,21 @@ class MementoMemory(Memory, Component[MementoMemoryConfig]):
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    async def save_state(self) -> Mapping[str, Any]:
+        """The entries (content and metadata, ``seq`` and ``time`` included), JSON-safe."""
+        return {
+            "version": MEMORY_STATE_VERSION,
+            "type": "MementoMemoryState",
+            "entries": [_dump_entry(e) for e in self._entries],
+        }
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the entries with those of a :meth:`save_state` state (exactly as they were saved)."""
+        version = int(state.get("version", 0))
+        if version > MEMORY_STATE_VERSION:
+            raise ValueError(f"MementoMemory state version {version} is newer than supported ({MEMORY_STATE_VERSION})")
+        self._entries = [_load_entry(e) for e in state.get("entries", [])]
 
     def _to_config(self) -> MementoMemoryConfig:
         return MementoMemoryConfig(

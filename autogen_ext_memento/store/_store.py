@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autogen_core import Component, ComponentBase
 from autogen_core.models import LLMMessage
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
 from typing_extensions import Self
 
+from ._checks import build_config
+
 _MESSAGES = TypeAdapter(list[LLMMessage])
+
+STORE_STATE_VERSION = 1
+
+
+def _load_json(data: str) -> list[LLMMessage]:
+    # Parsed first, then validated as Python: pydantic's JSON mode tries ``Image``'s validator on plain strings of a
+    # multimodal ``UserMessage`` and it raises ``TypeError`` instead of failing over to ``str``.
+    return _MESSAGES.validate_python(json.loads(data))
 
 
 class StoredBlock(BaseModel):
@@ -81,6 +93,29 @@ class BlockStore(ABC, ComponentBase[BaseModel]):
     def close(self) -> None:
         """Release resources (a no-op for in-memory stores)."""
 
+    async def save_state(self) -> Mapping[str, Any]:
+        """Every stored block (messages byte-exact, memento, counts, insertion time), oldest first; JSON-safe."""
+        return {
+            "version": STORE_STATE_VERSION,
+            "type": "MementoBlockStoreState",
+            "blocks": [b.model_dump(mode="json") for b in self.list_blocks()],
+        }
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        """Add the blocks of a :meth:`save_state` state (append-only: blocks already stored identically are kept).
+
+        A block stored here with different messages raises ``ValueError``, as :meth:`append` does; a memento is
+        recorded only for a block that has none yet.
+        """
+        version = int(state.get("version", 0))
+        if version > STORE_STATE_VERSION:
+            raise ValueError(f"block store state version {version} is newer than supported ({STORE_STATE_VERSION})")
+        for raw in state.get("blocks", []):
+            block = StoredBlock.model_validate(raw)
+            self.append(block.model_copy(update={"memento": None, "memento_source": None, "memento_tokens": 0}))
+            if block.memento is not None:
+                self.set_memento(block.block_id, block.memento, block.memento_source or "", block.memento_tokens)
+
 
 class InMemoryBlockStoreConfig(BaseModel):
     """Configuration of :class:`InMemoryBlockStore` (it starts empty)."""
@@ -106,7 +141,7 @@ class InMemoryBlockStore(BlockStore, Component[InMemoryBlockStoreConfig]):
                 if old[1] != data:
                     raise ValueError(f"block {block.block_id!r} is already stored with different messages")
                 return False
-            self._blocks[block.block_id] = (block.model_copy(update={"messages": _MESSAGES.validate_json(data)}), data)
+            self._blocks[block.block_id] = (block.model_copy(update={"messages": _load_json(data)}), data)
             return True
 
     def set_memento(self, block_id: str, memento: str, source: str, memento_tokens: int) -> bool:
@@ -122,7 +157,7 @@ class InMemoryBlockStore(BlockStore, Component[InMemoryBlockStoreConfig]):
         hit = self._blocks.get(block_id)
         if hit is None:
             return None
-        return hit[0].model_copy(update={"messages": _MESSAGES.validate_json(hit[1])})
+        return hit[0].model_copy(update={"messages": _load_json(hit[1])})
 
     def list_blocks(
         self, *, agent: str | None = None, scope: str | None = None, limit: int | None = None
@@ -144,9 +179,23 @@ class InMemoryBlockStore(BlockStore, Component[InMemoryBlockStoreConfig]):
 
 
 class SQLiteBlockStoreConfig(BaseModel):
-    """Configuration of :class:`SQLiteBlockStore`."""
+    """Configuration of :class:`SQLiteBlockStore`: the database file (its directory must exist) or ``":memory:"``."""
 
     path: str
+
+    @field_validator("path")
+    @classmethod
+    def _directory_exists(cls, path: str) -> str:
+        if path == ":memory:":
+            return path
+        if not path:
+            raise ValueError("expected a database file path or ':memory:'")
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a directory; expected a database file path inside it")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise ValueError(f"directory {parent} does not exist; create it first")
+        return path
 
 
 _SCHEMA = """
@@ -181,12 +230,17 @@ class SQLiteBlockStore(BlockStore, Component[SQLiteBlockStoreConfig]):
     component_provider_override = "autogen_ext_memento.store.SQLiteBlockStore"
 
     def __init__(self, path: str) -> None:
-        self._path = path
-        # One connection shared across threads (AutoGen may call from executor threads), serialised by a lock.
-        self._conn = sqlite3.connect(path, check_same_thread=False)
+        self._path = build_config(SQLiteBlockStoreConfig, "SQLiteBlockStore", path=path).path
         self._lock = threading.Lock()
-        with self._lock, self._conn:
-            self._conn.executescript(_SCHEMA)
+        try:
+            # One connection shared across threads (AutoGen may call from executor threads), serialised by a lock.
+            self._conn = sqlite3.connect(self._path, check_same_thread=False)
+            with self._lock, self._conn:
+                self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise ValueError(
+                f"SQLiteBlockStore: path={self._path!r}: cannot open a SQLite database there ({e})"
+            ) from None
 
     @property
     def path(self) -> str:
@@ -200,7 +254,7 @@ class SQLiteBlockStore(BlockStore, Component[SQLiteBlockStoreConfig]):
             seq=row[2],
             agent=row[3],
             kind=row[4],
-            messages=_MESSAGES.validate_json(row[5]),
+            messages=_load_json(row[5]),
             memento=row[6],
             memento_source=row[7],
             tokens=row[8],
@@ -296,7 +350,7 @@ def dumps_messages(messages: Sequence[LLMMessage]) -> str:
 
 def loads_messages(data: str) -> list[LLMMessage]:
     """Inverse of :func:`dumps_messages`."""
-    return _MESSAGES.validate_json(data)
+    return _load_json(data)
 
 
 __all__ = [

@@ -27,8 +27,12 @@ from ..context._compactor import CompactionPolicy, ViewStats, compact, log_compa
 from ..context._context import client_counter
 from ..context._writers import MementoWriter, ObservationMaskingWriter
 from ..store import BlockStore, InMemoryBlockStore, StoredBlock
+from ..store._checks import build_config, require_type
 
 logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_OWNER = "MementoContextClient"
 
 
 @dataclass
@@ -116,10 +120,10 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
     ) -> None:
         from ..memory import MementoMemory
 
-        if memory is not None and not isinstance(memory, MementoMemory):
-            raise TypeError("memory must be a MementoMemory")
-        self._client = model_client
-        self._policy = CompactionPolicy(
+        # One source of rules: the policy part of the Config validates the values; the parts are checked by type.
+        self._policy = build_config(
+            CompactionPolicy,
+            _OWNER,
             keep_last_n_blocks=keep_last_n_blocks,
             trigger=trigger,
             token_limit=token_limit,
@@ -127,6 +131,12 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
             pin_first_blocks=pin_first_blocks,
             max_llm_mementos_per_call=max_llm_mementos_per_call,
         )
+        require_type(model_client, ChatCompletionClient, "model_client", _OWNER, optional=False)
+        require_type(writer, MementoWriter, "writer", _OWNER)
+        require_type(store, BlockStore, "store", _OWNER)
+        require_type(memory, MementoMemory, "memory", _OWNER)
+        require_type(name, str, "name", _OWNER)
+        self._client = model_client
         self._writer: MementoWriter = writer if writer is not None else ObservationMaskingWriter()
         self._store: BlockStore = store if store is not None else InMemoryBlockStore()
         self._memory: MementoMemory | None = memory
@@ -278,6 +288,38 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
 
     async def close(self) -> None:
         await self._client.close()
+
+    # --- state -------------------------------------------------------------------------------------------------
+    async def save_state(self) -> Mapping[str, Any]:
+        """Each caller's mementos (by block content hash) and archived block ids, JSON-safe.
+
+        With it a restarted process compacts a resent history exactly as before (the same mementos, no writer
+        calls, the same compacted blocks). The inner client, ``store`` and ``memory`` keep their own state.
+        """
+        return {
+            "version": STATE_VERSION,
+            "type": "MementoContextClientState",
+            "callers": {
+                cid: {
+                    "mementos": [[d, m, src, comp] for d, (m, src, comp) in c.mementos.items()],
+                    "archived": sorted(c.archived),
+                }
+                for cid, c in self._callers.items()
+            },
+        }
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the callers' caches saved by :meth:`save_state` (replacing the current ones)."""
+        version = int(state.get("version", 0))
+        if version > STATE_VERSION:
+            raise ValueError(f"{_OWNER} state version {version} is newer than supported ({STATE_VERSION})")
+        callers: dict[str, _Caller] = {}
+        for cid, raw in dict(state.get("callers", {})).items():
+            mementos = {
+                str(d): (str(m), None if src is None else str(src), bool(c)) for d, m, src, c in raw["mementos"]
+            }
+            callers[str(cid)] = _Caller(mementos=mementos, archived={str(a) for a in raw.get("archived", [])})
+        self._callers = callers
 
     def actual_usage(self) -> RequestUsage:
         return self._client.actual_usage()

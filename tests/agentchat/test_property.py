@@ -23,7 +23,12 @@ from autogen_core.models import (
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from autogen_ext_memento.context import DIGEST_SOURCE, MementoChatCompletionContext, approx_tokens
+from autogen_ext_memento.context import (
+    DIGEST_SOURCE,
+    MementoChatCompletionContext,
+    approx_tokens,
+    leading_system_blocks,
+)
 from autogen_ext_memento.memory import MEMORY_SOURCE, MementoMemory
 from autogen_ext_memento.store import InMemoryBlockStore, dumps_messages
 
@@ -132,10 +137,12 @@ class _Run:
         # One digest and at most one memory message, never at the start of a tool pair.
         assert sum(1 for m in view if isinstance(m, UserMessage) and m.source == DIGEST_SOURCE) <= 1
         assert sum(1 for m in view if isinstance(m, UserMessage) and m.source == MEMORY_SOURCE) <= 1
-        # Bounded: under the limit, except for a still-open tool call (never compacted, it is in flight).
+        # Bounded: under the limit, except for a still-open tool call (never compacted, it is in flight) and the
+        # leading system messages (always shown whole).
         if self.limit is not None:
             open_blk = self.ctx.blocks[-1] if self.ctx.blocks and not self.ctx.blocks[-1].closed else None
             extra = approx_tokens(open_blk.render_messages()) if open_blk is not None else 0
+            extra += sum(b.tokens for b in self.ctx.blocks[: leading_system_blocks(self.ctx.blocks)])
             assert approx_tokens(view) <= self.limit + extra + SLACK, (approx_tokens(view), self.limit, extra)
         if not lossless:
             return
