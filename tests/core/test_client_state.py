@@ -164,7 +164,7 @@ async def test_cancelled_stream_stops_within_a_few_tokens(tiny_model_dir: Path) 
     after = await client.create(follow_up)
     stats = client.session_stats("s")
     assert stats is not None
-    assert stats.generated_tokens - after.usage.completion_tokens <= 8  # the cancelled call's tokens
+    assert stats.generated_tokens - after.usage.completion_tokens <= 20  # the cancelled call: ~2, was ~300
     fresh, _ = make_client(tiny_model_dir, session_id="s")
     assert after.content == (await fresh.create(follow_up)).content
 
@@ -178,7 +178,7 @@ async def test_consumer_closing_the_stream_stops_the_worker(tiny_model_dir: Path
     await stream.aclose()
     res = await client.create([UserMessage(content="y", source="user")], extra_create_args={"max_new_tokens": 2})
     stats = client.session_stats("s")
-    assert stats is not None and stats.generated_tokens - res.usage.completion_tokens <= 8
+    assert stats is not None and stats.generated_tokens - res.usage.completion_tokens <= 20
 
 
 @pytest.mark.parametrize(
