@@ -18,12 +18,19 @@ _DEFAULT_CORPUS = (
 )
 
 
-def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512, extra_special: Iterable[str] = ()) -> Any:
+def build_tokenizer(
+    corpus: Iterable[str] | None = None,
+    vocab_size: int = 512,
+    extra_special: Iterable[str] = (),
+    words: Iterable[str] = (),
+) -> Any:
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``corpus`` with the memento and ChatML tokens.
 
-    Byte-level BPE round-trips any text exactly, which the chat format's tool-call parsing relies on.
+    Byte-level BPE round-trips any text exactly, which the chat format's tool-call parsing relies on. Each of
+    ``words`` becomes one whole (non-special) token, matched before BPE: pass ``" alpha"`` to make the key, with
+    its leading space, a single token wherever it occurs (a tiny model then copies one token, not several).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = [EOS_TOKEN, *REQUIRED_TOKENS, *extra_special]
@@ -43,6 +50,9 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 512, 
         pad_token=EOS_TOKEN,
         additional_special_tokens=list(REQUIRED_TOKENS) + list(extra_special),
     )
+    whole = [AddedToken(w, normalized=False, special=False) for w in words]
+    if whole:
+        fast.add_tokens(whole)
     return fast
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 FACT_TRACKER = "fact-tracker"
+TWINS_PRESET = "tiny-twins"
 
 
 def register(subparsers: Any) -> None:
@@ -19,15 +20,18 @@ def register(subparsers: Any) -> None:
             "stage 1 trains on memento-formatted data with causal attention, stage 2 with the memento mask, "
             "starting from the stage-1 checkpoint. --data is a local JSONL/JSON/parquet file or directory "
             "(OpenMementos 'default' or 'full' schema, or agent trajectories with 'messages'), a hub dataset name, "
-            f"or '{FACT_TRACKER}' for the synthetic agent task. The 'tiny' preset with --data {FACT_TRACKER} "
-            "retrains the shipped tiny model from scratch."
+            f"or '{FACT_TRACKER}' for the synthetic agent task. --preset {TWINS_PRESET} --out DIR retrains the two "
+            "shipped twins from scratch on CPU (DIR/tiny_full: causal base; DIR/tiny_memento: its memento "
+            "fine-tune; same tokenizer, stage 1, data stream and steps)."
         ),
     )
-    stage = p.add_mutually_exclusive_group(required=True)
+    stage = p.add_mutually_exclusive_group()
     stage.add_argument("--stage", type=int, choices=(0, 1, 2), help="run one stage")
     stage.add_argument("--stages", help="run several stages in order, e.g. 1,2 (each from the previous checkpoint)")
-    p.add_argument("--preset", required=True, help="preset name (see autogen_ext_memento.training.PRESETS)")
-    p.add_argument("--data", required=True, help=f"dataset path or hub name, or '{FACT_TRACKER}'")
+    p.add_argument(
+        "--preset", required=True, help=f"preset name (autogen_ext_memento.training.PRESETS) or {TWINS_PRESET}"
+    )
+    p.add_argument("--data", help=f"dataset path or hub name, or '{FACT_TRACKER}' (not with {TWINS_PRESET})")
     p.add_argument("--out", required=True, help="output directory (stage N goes to OUT/stageN with --stages)")
     p.add_argument("--model", help="base model path or hub name (default: the preset's); stage 2: stage-1 output")
     p.add_argument("--dataset-config", default="auto", choices=("auto", "default", "full"),
@@ -38,7 +42,43 @@ def register(subparsers: Any) -> None:
     p.add_argument("--episodes", type=int, default=None, help=f"{FACT_TRACKER}: episodes per stage")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from checkpoints")
+    twins = p.add_argument_group(f"{TWINS_PRESET}")
+    twins.add_argument("--curriculum-steps", type=int, default=None, help="shared causal steps on short episodes")
+    twins.add_argument("--stage1-steps", type=_positive, default=None, help="shared causal steps on the task")
+    twins.add_argument("--stage2-steps", type=_positive, default=None, help="each twin's second-stage steps")
+    twins.add_argument("--batch-size", type=_positive, default=None, help="episodes per step")
+    twins.add_argument("--jobs", type=int, choices=(1, 2), default=None, help="twins trained at once in stage 2")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _run_twins(args: argparse.Namespace) -> int:
+    from ..training import TwinsRecipe, train_tiny_twins
+
+    given = {
+        "seed": args.seed,
+        "curriculum_steps": args.curriculum_steps,
+        "stage1_steps": args.stage1_steps,
+        "stage2_steps": args.stage2_steps,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "jobs": args.jobs,
+    }
+    recipe = TwinsRecipe(**{k: v for k, v in given.items() if v is not None})
+    summary = train_tiny_twins(args.out, recipe)
+    brief = {k: v for k, v in summary.items() if not k.startswith("stage")}
+    brief["outputs"] = [str(Path(args.out) / d) for d in ("tiny_full", "tiny_memento")]
+    print(json.dumps(brief, indent=1))
+    return 0
 
 
 def _stages(args: argparse.Namespace) -> list[int]:
@@ -53,34 +93,15 @@ def _stages(args: argparse.Namespace) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from ..training import build_dataset, get_preset, load_dataset_rows, train_stage
 
+    if args.preset == TWINS_PRESET:
+        return _run_twins(args)
+    if args.data is None or (args.stage is None and args.stages is None):
+        raise SystemExit(f"--data and one of --stage/--stages are required (except with --preset {TWINS_PRESET})")
     preset = get_preset(args.preset)
     if args.seed is not None:
         preset = preset.model_copy(update={"seed": args.seed})
     stages = _stages(args)
     out = Path(args.out)
-    if args.preset == "tiny" and args.data == FACT_TRACKER and stages == [1, 2] and args.model is None:
-        import shutil
-        import tempfile
-
-        from ..training._tiny_recipe import SHIPPED_PHASES, train_tiny_model
-
-        work = tempfile.mkdtemp(prefix="tiny_memento_")
-        try:
-            summary = train_tiny_model(
-                out,
-                seed=preset.seed,
-                stage1_steps=args.max_steps,
-                threads=args.threads,
-                disable_tqdm=False,
-                work_dir=work,
-                probe_every=50,
-                **SHIPPED_PHASES,  # type: ignore[arg-type]
-            )
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        summary.pop("curve", None)
-        print(json.dumps(summary, indent=1))
-        return 0
     if args.threads is not None:
         import torch
 
@@ -97,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             model, tokenizer = load_model_and_tokenizer(model, bf16=preset.bf16)
             add_and_init_tokens(tokenizer, model, seed=preset.seed)
         if args.data == FACT_TRACKER:
-            from ..training._tiny_recipe import episode_dataset
+            from ..training import episode_dataset
 
             data = episode_dataset(tokenizer, args.episodes or 1000, seed=1000 * (stage + 1) + preset.seed)
         else:

@@ -20,6 +20,7 @@ from ._fact_tracker import (
     sample_episode,
     sample_episodes,
     score_answer,
+    task_words,
     tool_schema_tool,
 )
 
@@ -43,5 +44,6 @@ __all__ = [
     "sample_episode",
     "sample_episodes",
     "score_answer",
+    "task_words",
     "tool_schema_tool",
 ]

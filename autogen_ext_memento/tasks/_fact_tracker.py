@@ -62,9 +62,12 @@ class FactTrackerConfig(BaseModel):
     """Shape of fact-tracker episodes.
 
     Args:
-        goal: fixed goal keys (the default, which the shipped tiny model was trained on), or ``None`` to draw
-            ``goal_keys`` keys per episode (copying keys named far back in the prompt is much harder to learn).
-        goal_keys: how many keys the agent must track when ``goal`` is ``None``.
+        goal: ``None`` (the default) draws the goal keys per episode, so a model must copy them from the goal
+            message; a fixed tuple of keys makes every episode track the same keys (a shortcut a model can learn
+            instead of reading the goal).
+        goal_keys: how many keys the agent must track when ``goal`` is ``None`` (the most, with
+            ``min_goal_keys``: each episode draws its count uniformly from ``min_goal_keys .. goal_keys``).
+        min_goal_keys: the fewest goal keys per episode (``None``: exactly ``goal_keys``).
         facts_per_page: ``key value`` lines per page (the observation's bulk); with ``min_facts_per_page``, the
             most lines, each page drawing its count uniformly from ``min_facts_per_page .. facts_per_page``.
         goal_fact_prob: probability that a fact is about a goal key (the rest are distractors).
@@ -75,10 +78,11 @@ class FactTrackerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    goal: tuple[str, ...] | None = ("alpha", "bravo")
-    goal_keys: int = Field(default=2, ge=1)
+    goal: tuple[str, ...] | None = None
+    goal_keys: int = Field(default=3, ge=1)
+    min_goal_keys: int | None = Field(default=2, ge=1)
     facts_per_page: int = Field(default=8, ge=1)
-    min_facts_per_page: int | None = Field(default=None, ge=1)
+    min_facts_per_page: int | None = Field(default=5, ge=1)
     goal_fact_prob: float = Field(default=0.25, ge=0.0, le=1.0)
     min_pages: int = Field(default=1, ge=1)
     max_pages: int = Field(default=5, ge=1)
@@ -93,6 +97,8 @@ class FactTrackerConfig(BaseModel):
             raise ValueError(f"min_facts_per_page {self.min_facts_per_page} > facts_per_page {self.facts_per_page}")
         if self.goal is not None and any(k not in KEYS[: self.n_keys] for k in self.goal):
             raise ValueError(f"goal keys {self.goal} must be among the first n_keys={self.n_keys} keys")
+        if self.min_goal_keys is not None and self.min_goal_keys > self.goal_keys:
+            raise ValueError(f"min_goal_keys {self.min_goal_keys} > goal_keys {self.goal_keys}")
         if self.goal_keys > self.n_keys:
             raise ValueError(f"goal_keys {self.goal_keys} > n_keys {self.n_keys}")
         return self
@@ -163,7 +169,11 @@ def sample_episode(rng: random.Random, config: FactTrackerConfig | None = None, 
     """Draw one episode from ``rng``."""
     cfg = config or FactTrackerConfig()
     pool = list(KEYS[: cfg.n_keys])
-    goal = tuple(cfg.goal) if cfg.goal is not None else tuple(rng.sample(pool, cfg.goal_keys))
+    if cfg.goal is not None:
+        goal = tuple(cfg.goal)
+    else:
+        n_goal = cfg.goal_keys if cfg.min_goal_keys is None else rng.randint(cfg.min_goal_keys, cfg.goal_keys)
+        goal = tuple(rng.sample(pool, n_goal))
     others = [k for k in pool if k not in goal]
     n_pages = rng.randint(cfg.min_pages, cfg.max_pages)
     # Cursors are distinct random page ids (1..99), so the task needs no counting and generalises to any length.
@@ -265,6 +275,13 @@ def memento_of(closure_text: str) -> str:
     if start < 0:
         return closure_text
     return closure_text[start + len(SUMMARY_START) : end if end >= 0 else None]
+
+
+def task_words() -> tuple[str, ...]:
+    """The task's words as a tiny model's whole tokens: keys, values/cursors and ``?``/``none`` with their leading
+    space (as they follow another word), ``next`` and ``answer`` as they start a line or a memento."""
+    spaced = (*KEYS, *(str(i) for i in range(100)), UNKNOWN, END_CURSOR)
+    return (*(" " + w for w in spaced), "next", "answer")
 
 
 def corpus(episodes: Sequence[Episode]) -> list[str]:
