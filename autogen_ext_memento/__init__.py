@@ -3,6 +3,7 @@
 from ._client import DEFAULT_MODEL_INFO, MementoChatCompletionClient, MementoChatCompletionClientConfig
 from ._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
 from ._tokens import REQUIRED_TOKENS, add_memento_tokens, missing_tokens
+from .assets import tiny_full_model_path, tiny_model_path
 from .backends import (
     GenerationResult,
     MementoBackend,
@@ -49,4 +50,6 @@ __all__ = [
     "ObservationMaskingWriter",
     "SQLiteBlockStore",
     "make_recall_tool",
+    "tiny_full_model_path",
+    "tiny_model_path",
 ]

@@ -9,7 +9,7 @@ Offline (default) the policy is the shipped tiny memento model when it is instal
 otherwise a scripted policy that acts like a memento model (its thoughts carry the closure mementos). With
 ``--base-url/--model`` a real OpenAI-compatible model plays the agent and ``--writer`` picks who writes mementos.
 
-    python examples/assistant_tools.py [--pages 12] [--out DIR] [--base-url URL --model NAME --writer llm]
+    python examples/assistant_tools.py [--pages 5] [--out DIR] [--base-url URL --model NAME --writer llm]
 """
 
 from __future__ import annotations
@@ -109,7 +109,12 @@ async def run_once(
 
 async def run(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(NAME, __doc__.splitlines()[0] if __doc__ else NAME)
-    p.add_argument("--pages", type=int, default=12, help="pages in the log (blocks in the task)")
+    p.add_argument(
+        "--pages",
+        type=int,
+        default=5,
+        help="pages in the log (blocks in the task; the tiny model's training range is 1-5)",
+    )
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--writer", choices=["model", "masking", "llm"], default=None, help="who writes mementos")
     p.add_argument(
@@ -117,7 +122,7 @@ async def run(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = p.parse_args(argv)
     out = out_dir(args, NAME)
-    cfg = FactTrackerConfig(min_pages=args.pages, max_pages=args.pages, facts_per_page=8)
+    cfg = FactTrackerConfig().with_pages(args.pages)
     (episode,) = sample_episodes(1, args.seed, cfg)
 
     online = online_client(args)

@@ -4,31 +4,39 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._methods import DEFAULT_METHODS, methods
+from ._methods import DEFAULT_METHODS, ModelKind, methods
 from ._report import markdown_table, plot_sawtooth, plot_scatter
-from ._runner import ConcurrentRun, EpisodeRun, run_concurrent, run_method, summarize
+from ._runner import ConcurrentRun, EpisodeRun, Models, run_concurrent, run_method, summarize
 
 
-def load_model(model_dir: str | None) -> tuple[Any, Any, str]:
-    """The model to benchmark: a directory, or the shipped tiny memento model."""
+def load_models(base_dir: str | None = None, memento_dir: str | None = None) -> tuple[Models, dict[str, str]]:
+    """The twins to compare: directories, or the shipped ``tiny_full`` and ``tiny_memento``; also their names."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name = model_dir
-    if model_dir is None:
-        from ..assets import tiny_model_path
+    from ..assets import tiny_full_model_path, tiny_model_path
 
-        model_dir = str(tiny_model_path())
-        name = "tiny_memento (shipped)"
-    return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir), str(name)
+    paths = {"base": base_dir or str(tiny_full_model_path()), "memento": memento_dir or str(tiny_model_path())}
+    names = {
+        "base": base_dir or "tiny_full (shipped)",
+        "memento": memento_dir or "tiny_memento (shipped)",
+    }
+    models: dict[ModelKind, tuple[Any, Any]] = {}
+    for kind in ("base", "memento"):
+        models[kind] = (
+            AutoModelForCausalLM.from_pretrained(paths[kind], attn_implementation="sdpa").eval(),
+            AutoTokenizer.from_pretrained(paths[kind]),
+        )
+    return models, names
 
 
 def run_benchmark(
     *,
-    model_dir: str | None = None,
+    models: Models | None = None,
+    model_names: dict[str, str] | None = None,
     method_names: Sequence[str] = DEFAULT_METHODS,
     pages: Sequence[int] = (4, 8, 16),
     episodes: int = 10,
@@ -37,15 +45,18 @@ def run_benchmark(
     max_new_tokens: int = 64,
     concurrent_agents: int = 4,
     out_dir: str | Path | None = None,
+    on_episode: Callable[[EpisodeRun], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the report (also written to ``out_dir`` with a table and plots).
 
     The headline ``methods`` block averages over every length; ``by_length`` has one block per page count. Seeds
-    are held out from the training recipe's seeds.
+    are held out from the training recipe's seeds. ``models`` defaults to the shipped twins (each method runs on
+    the twin trained for its mode).
     """
     from ..tasks import FactTrackerConfig, sample_episodes
 
-    model, tok, name = load_model(model_dir)
+    if models is None:
+        models, model_names = load_models()
     table = methods()
     unknown = [m for m in method_names if m not in table]
     if unknown:
@@ -57,7 +68,9 @@ def run_benchmark(
         eps = sample_episodes(episodes, seed + n_pages, FactTrackerConfig().with_pages(n_pages))
         block: dict[str, Any] = {}
         for m in method_names:
-            rs = run_method(model, tok, table[m], eps, max_new_tokens=max_new_tokens, tag=f"-p{n_pages}")
+            rs = run_method(
+                models, table[m], eps, max_new_tokens=max_new_tokens, tag=f"-p{n_pages}", on_episode=on_episode
+            )
             runs[m] += rs
             block[m] = summarize(rs, kv_budget).as_dict()
         by_length[str(n_pages)] = block
@@ -66,9 +79,9 @@ def run_benchmark(
         longest = max(pages)
         eps = sample_episodes(concurrent_agents, seed + 7 * longest, FactTrackerConfig().with_pages(longest))
         for m in method_names:
-            concurrent[m] = run_concurrent(model, tok, table[m], eps, max_new_tokens=max_new_tokens)
+            concurrent[m] = run_concurrent(models, table[m], eps, max_new_tokens=max_new_tokens)
     report: dict[str, Any] = {
-        "model": name,
+        "models": dict(model_names or {}),
         "workload": "fact_tracker (AssistantAgent + FunctionTool, held-out seeds)",
         "episodes": episodes,
         "pages": list(pages),
@@ -102,7 +115,7 @@ def write_report(
     lines = [
         f"# Benchmark: {report['workload']}",
         "",
-        f"model `{report['model']}`, {report['episodes']} episodes per length, pages {report['pages']}, "
+        f"models {', '.join(f'{k}: `{v}`' for k, v in report['models'].items())}; {report['episodes']} episodes per length, pages {report['pages']}, "
         f"seed {report['seed']}; KV budget for capacity {report['kv_budget']} tokens.",
         "",
         "## All lengths",

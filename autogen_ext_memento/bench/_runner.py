@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._methods import Method
+from ._methods import Method, ModelKind
+
+Models = Mapping[ModelKind, tuple[Any, Any]]
+"""The twins as ``{"base": (model, tokenizer), "memento": (model, tokenizer)}``."""
 
 
 @dataclass
@@ -127,25 +130,35 @@ async def run_episode(backend: Any, method: Method, episode: Any, session_id: st
     )
 
 
+def _backend(models: Models, method: Method) -> Any:
+    from ..backends import TransformersBackend
+
+    if method.model not in models:
+        raise ValueError(f"method {method.name!r} runs on the {method.model} twin, which was not given")
+    model, tokenizer = models[method.model]
+    return TransformersBackend(model, tokenizer, memento=method.memento, max_model_len=1 << 20)
+
+
 def run_method(
-    model: Any,
-    tokenizer: Any,
+    models: Models,
     method: Method,
     episodes: Sequence[Any],
     *,
     max_new_tokens: int = 64,
     tag: str = "",
+    on_episode: Callable[[EpisodeRun], None] | None = None,
 ) -> list[EpisodeRun]:
-    """Every episode under one method, each in a fresh session of one backend."""
-    from ..backends import TransformersBackend
-
-    backend = TransformersBackend(model, tokenizer, memento=method.memento, max_model_len=1 << 20)
+    """Every episode under one method, each in a fresh session of one backend on the method's twin."""
+    backend = _backend(models, method)
 
     async def go() -> list[EpisodeRun]:
-        return [
-            await run_episode(backend, method, ep, f"{method.name}{tag}-{i}", max_new_tokens)
-            for i, ep in enumerate(episodes)
-        ]
+        out = []
+        for i, ep in enumerate(episodes):
+            run = await run_episode(backend, method, ep, f"{method.name}{tag}-{i}", max_new_tokens)
+            if on_episode is not None:
+                on_episode(run)
+            out.append(run)
+        return out
 
     return asyncio.run(go())
 
@@ -172,12 +185,10 @@ class ConcurrentRun:
 
 
 def run_concurrent(
-    model: Any, tokenizer: Any, method: Method, episodes: Sequence[Any], *, max_new_tokens: int = 64
+    models: Models, method: Method, episodes: Sequence[Any], *, max_new_tokens: int = 64
 ) -> ConcurrentRun:
     """Run one agent per episode concurrently on one backend; record the pool's live KV over time."""
-    from ..backends import TransformersBackend
-
-    backend = TransformersBackend(model, tokenizer, memento=method.memento, max_model_len=1 << 20)
+    backend = _backend(models, method)
 
     async def go() -> list[EpisodeRun]:
         jobs = [

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._args import non_negative_int, positive_int
+
 FACT_TRACKER = "fact-tracker"
 TWINS_PRESET = "tiny-twins"
 
@@ -34,31 +36,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", help=f"dataset path or hub name, or '{FACT_TRACKER}' (not with {TWINS_PRESET})")
     p.add_argument("--out", required=True, help="output directory (stage N goes to OUT/stageN with --stages)")
     p.add_argument("--model", help="base model path or hub name (default: the preset's); stage 2: stage-1 output")
-    p.add_argument("--dataset-config", default="auto", choices=("auto", "default", "full"),
-                   help="OpenMementos schema of the rows (auto: by columns)")
+    p.add_argument(
+        "--dataset-config",
+        default="auto",
+        choices=("auto", "default", "full"),
+        help="OpenMementos schema of the rows (auto: by columns)",
+    )
     p.add_argument("--hub-config", default=None, help="hub dataset configuration name (e.g. 'full')")
-    p.add_argument("--max-steps", type=int, default=None, help="override the preset's step count")
-    p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
-    p.add_argument("--episodes", type=int, default=None, help=f"{FACT_TRACKER}: episodes per stage")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="override the preset's step count")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="override the preset's seed")
+    p.add_argument("--episodes", type=positive_int, default=None, help=f"{FACT_TRACKER}: episodes per stage")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from checkpoints")
     twins = p.add_argument_group(f"{TWINS_PRESET}")
-    twins.add_argument("--curriculum-steps", type=int, default=None, help="shared causal steps on short episodes")
-    twins.add_argument("--stage1-steps", type=_positive, default=None, help="shared causal steps on the task")
-    twins.add_argument("--stage2-steps", type=_positive, default=None, help="each twin's second-stage steps")
-    twins.add_argument("--batch-size", type=_positive, default=None, help="episodes per step")
+    twins.add_argument(
+        "--curriculum-steps", type=non_negative_int, default=None, help="shared causal steps on short episodes"
+    )
+    twins.add_argument("--stage1-steps", type=positive_int, default=None, help="shared causal steps on the task")
+    twins.add_argument("--stage2-steps", type=positive_int, default=None, help="each twin's second-stage steps")
+    twins.add_argument("--batch-size", type=positive_int, default=None, help="episodes per step")
     twins.add_argument("--jobs", type=int, choices=(1, 2), default=None, help="twins trained at once in stage 2")
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _run_twins(args: argparse.Namespace) -> int:

@@ -1,27 +1,23 @@
-"""Evaluation of memento models: accuracy and live KV in four modes (full, memento KV, restart, truncate)."""
+"""Evaluation of the twins: the paper's base-vs-memento table, with AutoGen's text-level contexts beside it."""
 
 from ._fact_tracker_eval import (
-    MODES,
-    EpisodeOutcome,
-    EpisodeRunner,
-    Mode,
-    ModeResult,
+    TRAINING_TASK,
     evaluate,
-    evaluate_mode,
+    evaluate_parallel,
     format_table,
-    mode_config,
     plot_sawtooth,
+    scale_pages,
+    summarize_mode,
+    wilson_interval,
 )
 
 __all__ = [
-    "MODES",
-    "EpisodeOutcome",
-    "EpisodeRunner",
-    "Mode",
-    "ModeResult",
+    "TRAINING_TASK",
     "evaluate",
-    "evaluate_mode",
+    "evaluate_parallel",
     "format_table",
-    "mode_config",
     "plot_sawtooth",
+    "scale_pages",
+    "summarize_mode",
+    "wilson_interval",
 ]

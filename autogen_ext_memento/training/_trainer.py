@@ -160,7 +160,7 @@ def train_stage(
         adam_beta1=preset.adam_beta1,
         adam_beta2=preset.adam_beta2,
         bf16=preset.bf16,
-        gradient_checkpointing=preset.gradient_checkpointing,
+        activation_checkpointing=preset.gradient_checkpointing,
         seed=preset.seed,
         data_seed=preset.seed,
         logging_steps=preset.logging_steps,

@@ -11,8 +11,8 @@ comparison at toy scale, so every baseline runs on a model that works in its own
 from __future__ import annotations
 
 import json
-import sys
 import logging
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -198,8 +198,17 @@ def _callbacks(
 
 
 def _phase(
-    model: Any, tok: Any, *, phase: str, mask_stage: int, steps: int, data_seed: int, recipe: TwinsRecipe,
-    work: Path, position: int, task: FactTrackerConfig = TASK,
+    model: Any,
+    tok: Any,
+    *,
+    phase: str,
+    mask_stage: int,
+    steps: int,
+    data_seed: int,
+    recipe: TwinsRecipe,
+    work: Path,
+    position: int,
+    task: FactTrackerConfig = TASK,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """One training phase on fresh seeded episodes; returns the model, tokenizer and the phase's log."""
     preset = recipe.preset()
@@ -207,9 +216,17 @@ def _phase(
     history: list[dict[str, Any]] = []
     t0, cpu0 = time.time(), time.process_time()
     model, tok, trainer = train_stage(
-        model, data, stage=mask_stage, preset=preset, output_dir=work / phase, tokenizer=tok, max_steps=steps,
-        callbacks=_callbacks(_probes(tok), recipe.probe_every, phase, history, position), disable_tqdm=True,
-        resume=False, extra_args={"use_cpu": True, "dataloader_pin_memory": False, "save_strategy": "no"},
+        model,
+        data,
+        stage=mask_stage,
+        preset=preset,
+        output_dir=work / phase,
+        tokenizer=tok,
+        max_steps=steps,
+        callbacks=_callbacks(_probes(tok), recipe.probe_every, phase, history, position),
+        disable_tqdm=True,
+        resume=False,
+        extra_args={"use_cpu": True, "dataloader_pin_memory": False, "save_strategy": "no"},
     )
     losses = [{"phase": phase, "step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
     log = {"phase": phase, "steps": steps, "data_seed": data_seed, "mask": "memento" if mask_stage == 2 else "causal",
@@ -233,13 +250,28 @@ def train_stage1(out_dir: str | Path, recipe: TwinsRecipe) -> dict[str, Any]:
     logs = []
     if recipe.curriculum_steps:
         model, tok, log = _phase(
-            model, tok, phase="stage1-curriculum", mask_stage=1, steps=recipe.curriculum_steps,
-            data_seed=500 + recipe.seed, recipe=recipe, work=work, position=0, task=EASY_TASK,
+            model,
+            tok,
+            phase="stage1-curriculum",
+            mask_stage=1,
+            steps=recipe.curriculum_steps,
+            data_seed=500 + recipe.seed,
+            recipe=recipe,
+            work=work,
+            position=0,
+            task=EASY_TASK,
         )
         logs.append(log)
     model, tok, log = _phase(
-        model, tok, phase="stage1", mask_stage=1, steps=recipe.stage1_steps, data_seed=1000 + recipe.seed,
-        recipe=recipe, work=work, position=0,
+        model,
+        tok,
+        phase="stage1",
+        mask_stage=1,
+        steps=recipe.stage1_steps,
+        data_seed=1000 + recipe.seed,
+        recipe=recipe,
+        work=work,
+        position=0,
     )
     logs.append(log)
     finalize_model_config(model, tok)
@@ -253,7 +285,9 @@ def train_stage1(out_dir: str | Path, recipe: TwinsRecipe) -> dict[str, Any]:
     }
 
 
-def train_twin(twin: Twin, stage1_dir: str | Path, out_dir: str | Path, recipe: TwinsRecipe, position: int = 0) -> dict[str, Any]:
+def train_twin(
+    twin: Twin, stage1_dir: str | Path, out_dir: str | Path, recipe: TwinsRecipe, position: int = 0
+) -> dict[str, Any]:
     """A twin's stage 2 from the stage-1 checkpoint: same data stream for both, causal or memento mask."""
     import torch
 
@@ -261,8 +295,15 @@ def train_twin(twin: Twin, stage1_dir: str | Path, out_dir: str | Path, recipe: 
     model, tok = load_model_and_tokenizer(str(stage1_dir))
     out = Path(out_dir)
     model, tok, log = _phase(
-        model, tok, phase=f"stage2-{twin}", mask_stage=2 if twin == "memento" else 1, steps=recipe.stage2_steps,
-        data_seed=2000 + recipe.seed, recipe=recipe, work=out.with_name(out.name + "_work"), position=position,
+        model,
+        tok,
+        phase=f"stage2-{twin}",
+        mask_stage=2 if twin == "memento" else 1,
+        steps=recipe.stage2_steps,
+        data_seed=2000 + recipe.seed,
+        recipe=recipe,
+        work=out.with_name(out.name + "_work"),
+        position=position,
     )
     finalize_model_config(model, tok)
     model.save_pretrained(out)

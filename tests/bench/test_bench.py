@@ -7,19 +7,42 @@ from pathlib import Path
 
 import pytest
 
-from autogen_ext_memento.bench import DEFAULT_METHODS, methods, run_benchmark
+from autogen_ext_memento.bench import DEFAULT_METHODS, PAPER_MODES, Models, methods, run_benchmark
 from autogen_ext_memento.cli import main
 
-REQUIRED = ("full", "buffered", "token_limited", "observation_masking", "llm_summary", "memento_kv")
+REQUIRED = ("full", "buffered", "token_limited", "observation_masking", "restart", "memento_kv", "memento_full")
+
+
+def _random_twins(path: Path) -> Models:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pair = (AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path))
+    return {"base": pair, "memento": pair}
 
 
 def test_every_required_method_exists() -> None:
     assert set(REQUIRED) <= set(DEFAULT_METHODS) == set(methods())
+    assert set(PAPER_MODES) <= set(DEFAULT_METHODS)
+
+
+def test_each_method_runs_on_the_twin_trained_for_its_mode() -> None:
+    table = methods()
+    assert {m for m, x in table.items() if x.model == "memento"} == {"memento_kv", "restart", "memento_full"}
+    assert table["memento_kv"].memento.keep_last_n_blocks == 0 and not table["memento_kv"].memento.restart_mode
+    assert table["restart"].memento.restart_mode
+    for name in ("full", "memento_full", "buffered", "token_limited", "observation_masking"):
+        assert table[name].memento.keep_last_n_blocks == -1, name  # nothing evicted
+
+
+def test_a_mode_needs_its_twin(tiny_model_dir: Path) -> None:
+    base_only = {"base": _random_twins(tiny_model_dir)["base"]}
+    with pytest.raises(ValueError, match="memento twin"):
+        run_benchmark(models=base_only, method_names=["memento_kv"], pages=(2,), episodes=1, concurrent_agents=0)  # type: ignore[arg-type]
 
 
 def test_report_shape_on_a_random_model(tiny_model_dir: Path, tmp_path: Path) -> None:
     report = run_benchmark(
-        model_dir=str(tiny_model_dir),
+        models=_random_twins(tiny_model_dir),
         method_names=["full", "buffered", "memento_kv"],
         pages=(2,),
         episodes=1,
@@ -40,12 +63,19 @@ def test_report_shape_on_a_random_model(tiny_model_dir: Path, tmp_path: Path) ->
 
 def test_unknown_method_is_a_clear_error(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="unknown methods"):
-        run_benchmark(model_dir=str(tiny_model_dir), method_names=["nope"], pages=(2,), episodes=1)
+        run_benchmark(models=_random_twins(tiny_model_dir), method_names=["nope"], pages=(2,), episodes=1)
+
+
+def test_bench_never_overwrites_a_report_without_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "results.json").write_text("{}")
+    assert main(["bench", "--out", str(tmp_path), "--episodes", "1"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "results.json").read_text() == "{}"
 
 
 @pytest.mark.slow
 def test_quick_benchmark_on_the_shipped_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["bench", "--quick", "--json", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "--quick", "--json", "--out", str(tmp_path / "b")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     m = report["methods"]
     assert set(REQUIRED) <= set(m)

@@ -11,18 +11,37 @@ from autogen_ext_memento.cli import main
 from autogen_ext_memento.grammar import BLOCK_END, BLOCK_START, SUMMARY_END, SUMMARY_START
 
 
-def test_train_cli_runs_a_stage_on_jsonl(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_cli_runs_a_stage_on_jsonl(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rows = [
-        {"problem": f"add {i} and 2", "response": f"{BLOCK_START}{i}+2={i + 2}{BLOCK_END}{SUMMARY_START}{i + 2}"
-                                               f"{SUMMARY_END}The sum is {i + 2}."}
+        {
+            "problem": f"add {i} and 2",
+            "response": f"{BLOCK_START}{i}+2={i + 2}{BLOCK_END}{SUMMARY_START}{i + 2}{SUMMARY_END}The sum is {i + 2}.",
+        }
         for i in range(4)
     ]
     rows.append({"problem": "full row", "sentences": ["a.", "b.", "c."], "blocks": [[0, 1]], "block_summaries": ["ab"]})
     data = tmp_path / "rows.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "run"
-    rc = main(["train", "--stages", "1,2", "--preset", "tiny", "--data", str(data), "--model", str(tiny_model_dir),
-               "--out", str(out), "--max-steps", "1"])
+    rc = main(
+        [
+            "train",
+            "--stages",
+            "1,2",
+            "--preset",
+            "tiny",
+            "--data",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+            "--max-steps",
+            "1",
+        ]
+    )
     assert rc == 0
     assert (out / "stage1" / "model.safetensors").is_file() and (out / "stage2" / "model.safetensors").is_file()
     printed = capsys.readouterr().out
@@ -30,7 +49,9 @@ def test_train_cli_runs_a_stage_on_jsonl(tiny_model_dir: Path, tmp_path: Path, c
 
 
 def test_eval_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["eval", "--json", "--episodes", "2", "--seed", "5", "--pages", "2", "--out", str(tmp_path), "--threads", "1"])
+    rc = main(
+        ["eval", "--json", "--episodes", "2", "--seed", "5", "--pages", "2", "--out", str(tmp_path), "--threads", "1"]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["episodes"] == 2 and report["seed"] == 5

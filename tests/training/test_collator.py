@@ -77,6 +77,8 @@ def test_collated_mask_drives_a_model_like_eviction(tiny_model_dir) -> None:  # 
     alone = col([{"input_ids": b}])
     with torch.no_grad():
         lb = model(input_ids=both["input_ids"], position_ids=both["position_ids"], attention_mask=both[MASK_KEY]).logits
-        lo = model(input_ids=alone["input_ids"], position_ids=alone["position_ids"], attention_mask=alone[MASK_KEY]).logits
+        lo = model(
+            input_ids=alone["input_ids"], position_ids=alone["position_ids"], attention_mask=alone[MASK_KEY]
+        ).logits
     assert torch.allclose(lb[1, : len(b)], lo[0], atol=1e-5)
     assert torch.isfinite(lb).all()

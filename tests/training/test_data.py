@@ -108,14 +108,25 @@ def test_new_tokens_start_at_the_mean_of_related_words() -> None:
     corpus = ["block start begin section step end finish stop summary note recap done message turn"] * 20
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, show_progress=False,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    raw.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(vocab_size=300, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=raw)
     old = len(tok)
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=old, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                         num_key_value_heads=1, head_dim=16, intermediate_size=32,
-                                         tie_word_embeddings=True))
+    model = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=old,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            intermediate_size=32,
+            tie_word_embeddings=True,
+        )
+    )
     before = model.get_input_embeddings().weight.detach().clone()
     sources = add_and_init_tokens(tok, model, std=0.0)
     assert set(sources) >= {BLOCK_START, BLOCK_END, SUMMARY_START, SUMMARY_END}
@@ -133,7 +144,11 @@ def test_new_tokens_start_at_the_mean_of_related_words() -> None:
     base2 = model2.get_input_embeddings().weight.detach().clone()
     add_and_init_tokens(tok2, model2, std=0.01, seed=3)
     w2 = model2.get_input_embeddings().weight.detach()
-    noise = torch.stack([w2[tok2.convert_tokens_to_ids(t)] - base2[sources[t]].mean(0)
-                         for t in (BLOCK_START, BLOCK_END, SUMMARY_START, SUMMARY_END)])
+    noise = torch.stack(
+        [
+            w2[tok2.convert_tokens_to_ids(t)] - base2[sources[t]].mean(0)
+            for t in (BLOCK_START, BLOCK_END, SUMMARY_START, SUMMARY_END)
+        ]
+    )
     assert 0.005 < noise.std().item() < 0.02
     assert add_and_init_tokens(tok2, model2) == {}  # idempotent

@@ -38,11 +38,13 @@ def test_one_step_per_stage(tiny_model_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from autogen_ext_memento.tasks import FactTrackerConfig
-    from autogen_ext_memento.training._tiny_recipe import episode_dataset
+    from autogen_ext_memento.training import episode_dataset
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     data = episode_dataset(tok, 4, seed=3, config=FactTrackerConfig(min_pages=2, max_pages=3, facts_per_page=3))
-    preset = get_preset("tiny").model_copy(update={"per_device_batch_size": 2, "global_batch_size": 2, "warmup_ratio": 0.0})
+    preset = get_preset("tiny").model_copy(
+        update={"per_device_batch_size": 2, "global_batch_size": 2, "warmup_ratio": 0.0}
+    )
     seen: list[Any] = []
 
     def spy(_m: Any, _a: Any, kwargs: dict[str, Any]) -> None:
@@ -51,8 +53,17 @@ def test_one_step_per_stage(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.model.register_forward_pre_hook(spy, with_kwargs=True)
-    m1, tok1, tr1 = train_stage(model, data, stage=1, preset=preset, output_dir=tmp_path / "s1", tokenizer=tok,
-                                max_steps=1, disable_tqdm=True, extra_args={"use_cpu": True, "save_strategy": "no"})
+    m1, tok1, tr1 = train_stage(
+        model,
+        data,
+        stage=1,
+        preset=preset,
+        output_dir=tmp_path / "s1",
+        tokenizer=tok,
+        max_steps=1,
+        disable_tqdm=True,
+        extra_args={"use_cpu": True, "save_strategy": "no"},
+    )
     assert (tmp_path / "s1" / "model.safetensors").is_file()
     loss1 = [h["loss"] for h in tr1.state.log_history if "loss" in h] or [tr1.state.log_history[-1]["train_loss"]]
     assert all(torch.isfinite(torch.tensor(x)) for x in loss1)
@@ -70,8 +81,17 @@ def test_one_step_per_stage(tiny_model_dir: Path, tmp_path: Path) -> None:
     seen.clear()
     model2 = AutoModelForCausalLM.from_pretrained(tmp_path / "s1", attn_implementation="sdpa")
     model2.model.register_forward_pre_hook(spy, with_kwargs=True)
-    _, _, tr2 = train_stage(model2, data, stage=2, preset=preset, output_dir=tmp_path / "s2", tokenizer=tok1,
-                            max_steps=1, disable_tqdm=True, extra_args={"use_cpu": True, "save_strategy": "no"})
+    _, _, tr2 = train_stage(
+        model2,
+        data,
+        stage=2,
+        preset=preset,
+        output_dir=tmp_path / "s2",
+        tokenizer=tok1,
+        max_steps=1,
+        disable_tqdm=True,
+        extra_args={"use_cpu": True, "save_strategy": "no"},
+    )
     assert (tmp_path / "s2" / "model.safetensors").is_file()
     assert tr2.state.global_step == 1
     mask2 = seen[-1]
