@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from ._tokens import REQUIRED_TOKENS
+from .chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN
 
 EOS_TOKEN = "<|endoftext|>"
 
 _DEFAULT_CORPUS = (
     "You are a helpful assistant. Use the tools to answer. The answer is 42.\n"
     '{"name": "lookup", "arguments": {"key": "alpha", "page": 3}}\n'
-    "<tool_call>\n</tool_call>\n<tool_response>\n</tool_response>\n# Tools\n<tools>\n</tools>\n"
+    f"{TOOL_CALL_OPEN}\n{TOOL_CALL_CLOSE}\n{TOOL_RESPONSE_OPEN}\n{TOOL_RESPONSE_CLOSE}\n# Tools\n<tools>\n</tools>\n"
     "Read the page and write down the values of alpha beta gamma delta. state: alpha=7 beta=? gamma=12.\n"
 )
 
@@ -23,25 +24,29 @@ def build_tokenizer(
     vocab_size: int = 512,
     extra_special: Iterable[str] = (),
     words: Iterable[str] = (),
+    cross_word: bool = False,
 ) -> Any:
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``corpus`` with the memento and ChatML tokens.
 
     Byte-level BPE round-trips any text exactly, which the chat format's tool-call parsing relies on. Each of
     ``words`` becomes one whole (non-special) token, matched before BPE: pass ``" alpha"`` to make the key, with
     its leading space, a single token wherever it occurs (a tiny model then copies one token, not several).
+    ``cross_word=True`` lets merges span spaces and punctuation (SentencePiece-like), so fixed boilerplate of the
+    corpus (a tool schema, JSON keys) becomes a few tokens and sequences get shorter.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = [EOS_TOKEN, *REQUIRED_TOKENS, *extra_special]
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not cross_word)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
+        max_token_length=200 if cross_word else None,
     )
     tok.train_from_iterator(list(corpus) if corpus is not None else [_DEFAULT_CORPUS] * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(

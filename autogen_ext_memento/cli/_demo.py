@@ -24,7 +24,12 @@ def register(sub: Any) -> None:
         type=model_path,
         help="model directory, hub name or 'tiny' (default: the shipped tiny memento model)",
     )
-    p.add_argument("--blocks", type=positive_int, default=6, help="tool turns in the task (default 6)")
+    p.add_argument(
+        "--blocks",
+        type=positive_int,
+        default=5,
+        help="tool turns in the task (default 5, the tiny model's longest training episode)",
+    )
     p.add_argument("--seed", type=int, default=0, help="held-out episode seed")
     p.add_argument(
         "--policy",

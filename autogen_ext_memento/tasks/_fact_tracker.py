@@ -42,8 +42,7 @@ from autogen_core.models import (
 from autogen_core.tools import FunctionTool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..chat_format import CLOSURE_PREFIX
-from ..grammar import SUMMARY_END, SUMMARY_START
+from ..chat_format import build_closure, memento_in
 
 KEYS: tuple[str, ...] = (
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
@@ -81,8 +80,8 @@ class FactTrackerConfig(BaseModel):
     goal: tuple[str, ...] | None = None
     goal_keys: int = Field(default=3, ge=1)
     min_goal_keys: int | None = Field(default=2, ge=1)
-    facts_per_page: int = Field(default=8, ge=1)
-    min_facts_per_page: int | None = Field(default=5, ge=1)
+    facts_per_page: int = Field(default=9, ge=1)
+    min_facts_per_page: int | None = Field(default=6, ge=1)
     goal_fact_prob: float = Field(default=0.25, ge=0.0, le=1.0)
     min_pages: int = Field(default=1, ge=1)
     max_pages: int = Field(default=5, ge=1)
@@ -183,7 +182,11 @@ def sample_episode(rng: random.Random, config: FactTrackerConfig | None = None, 
     pages = []
     for i in range(n_pages):
         facts = []
-        n_facts = cfg.facts_per_page if cfg.min_facts_per_page is None else rng.randint(cfg.min_facts_per_page, cfg.facts_per_page)
+        n_facts = (
+            cfg.facts_per_page
+            if cfg.min_facts_per_page is None
+            else rng.randint(cfg.min_facts_per_page, cfg.facts_per_page)
+        )
         for _ in range(n_facts):
             key = rng.choice(goal) if rng.random() < cfg.goal_fact_prob else rng.choice(others)
             facts.append((key, rng.randrange(cfg.n_values)))
@@ -228,14 +231,16 @@ def tool_schema_tool() -> FunctionTool:
     return FactTrackerEnv(Episode((), ())).tool()
 
 
-def closure(memento: str) -> str:
-    """The closure text a model writes after an observation, as it appears at the start of the next thought."""
-    return f"{CLOSURE_PREFIX}{memento}{SUMMARY_END}"
+closure = build_closure
+"""The closure text a model writes after an observation, as it appears at the start of the next thought."""
 
 
 def episode_messages(episode: Episode, *, upto_page: int | None = None, with_answer: bool = True) -> list[LLMMessage]:
     """The episode as the AutoGen messages an agent driving it would record (see the module docstring)."""
-    msgs: list[LLMMessage] = [SystemMessage(content=SYSTEM_PROMPT), UserMessage(content=episode.goal_text, source="user")]
+    msgs: list[LLMMessage] = [
+        SystemMessage(content=SYSTEM_PROMPT),
+        UserMessage(content=episode.goal_text, source="user"),
+    ]
     n = len(episode.pages) if upto_page is None else upto_page
     for i, page in enumerate(episode.pages[:n]):
         thought = closure(episode.memento(i - 1)) if i > 0 else None
@@ -247,7 +252,9 @@ def episode_messages(episode: Episode, *, upto_page: int | None = None, with_ans
             )
         )
     if with_answer and n == len(episode.pages):
-        msgs.append(AssistantMessage(content=episode.answer, thought=closure(episode.memento(n - 1)), source=AGENT_NAME))
+        msgs.append(
+            AssistantMessage(content=episode.answer, thought=closure(episode.memento(n - 1)), source=AGENT_NAME)
+        )
     return msgs
 
 
@@ -268,13 +275,8 @@ def score_answer(episode: Episode, text: str) -> tuple[bool, float]:
     return exact, right / max(1, len(ref))
 
 
-def memento_of(closure_text: str) -> str:
-    """The memento inside a closure (``<|block_end|><|summary_start|>…<|summary_end|>``)."""
-    start = closure_text.find(SUMMARY_START)
-    end = closure_text.find(SUMMARY_END)
-    if start < 0:
-        return closure_text
-    return closure_text[start + len(SUMMARY_START) : end if end >= 0 else None]
+memento_of = memento_in
+"""The memento inside a closure (``<|block_end|><|summary_start|>…<|summary_end|>``)."""
 
 
 def task_words() -> tuple[str, ...]:

@@ -71,14 +71,14 @@ class TwinsRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(default=0, ge=0)
-    curriculum_steps: int = Field(default=400, ge=0)
-    stage1_steps: int = Field(default=300, ge=1)
-    stage2_steps: int = Field(default=300, ge=1)
-    batch_size: int = Field(default=16, ge=1)
+    curriculum_steps: int = Field(default=0, ge=0)
+    stage1_steps: int = Field(default=1600, ge=1)
+    stage2_steps: int = Field(default=600, ge=1)
+    batch_size: int = Field(default=8, ge=1)
     learning_rate: float = Field(default=1.5e-3, gt=0.0, lt=1.0)
     threads: int = Field(default=1, ge=1)
     jobs: int = Field(default=2, ge=1, le=2)
-    probe_every: int = Field(default=50, ge=1)
+    probe_every: int = Field(default=100, ge=1)
 
     def preset(self) -> TrainingPreset:
         """The ``tiny`` training preset with this recipe's seed, batch and learning rate."""
@@ -92,15 +92,17 @@ class TwinsRecipe(BaseModel):
         )
 
 
-def build_task_tokenizer(seed: int = 1234, vocab_size: int = 1024) -> Any:
-    """Byte-level BPE on rendered episodes, with every task word a whole token and the tool tags as tokens.
+def build_task_tokenizer(seed: int = 1234, vocab_size: int = 2000) -> Any:
+    """Byte-level BPE on rendered episodes (merges across words), every task word a whole token, the tool tags tokens.
 
     ``<|im_end|>`` is the end-of-turn ``eos`` (as in Qwen3 chat tokenizers); ``<|endoftext|>`` pads.
     """
     from .._tiny import build_tokenizer
 
     eps = sample_episodes(400, seed, TASK.model_copy(update={"max_pages": 12}))
-    tok = build_tokenizer(corpus(eps), vocab_size=vocab_size, extra_special=TOOL_TAGS, words=task_words())
+    tok = build_tokenizer(
+        corpus(eps), vocab_size=vocab_size, extra_special=TOOL_TAGS, words=task_words(), cross_word=True
+    )
     tok.eos_token = "<|im_end|>"
     tok.pad_token = "<|endoftext|>"
     return tok

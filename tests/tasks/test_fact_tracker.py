@@ -48,13 +48,15 @@ def test_reference_mementos_and_answer() -> None:
 
 
 def test_episodes_are_seeded_and_shaped() -> None:
-    cfg = FactTrackerConfig(min_pages=3, max_pages=6, facts_per_page=8)
+    cfg = FactTrackerConfig(
+        min_pages=3, max_pages=6, facts_per_page=8, min_facts_per_page=None, goal=("alpha", "bravo")
+    )
     a = sample_episodes(20, seed=7, config=cfg)
     b = sample_episodes(20, seed=7, config=cfg)
     assert a == b
     assert a != sample_episodes(20, seed=8, config=cfg)
     for ep in a:
-        assert 3 <= len(ep.pages) <= 6 and len(ep.goal) == cfg.goal_keys == 2
+        assert 3 <= len(ep.pages) <= 6 and len(ep.goal) == 2
         assert ep.pages[0].cursor == 0 and ep.pages[-1].next_cursor is None
         cursors = [p.cursor for p in ep.pages]
         assert len(set(cursors)) == len(cursors)
@@ -62,9 +64,13 @@ def test_episodes_are_seeded_and_shaped() -> None:
         assert all(len(p.facts) == 8 for p in ep.pages)
     with pytest.raises(ValueError):
         FactTrackerConfig(min_pages=5, max_pages=2)
-    assert {ep.goal for ep in a} == {("alpha", "bravo")}  # the default task's fixed goal
-    random_goal = sample_episodes(20, seed=1, config=FactTrackerConfig(goal=None, goal_keys=3))
+    assert {ep.goal for ep in a} == {("alpha", "bravo")}  # a fixed goal when asked for
+    random_goal = sample_episodes(20, seed=1, config=FactTrackerConfig(goal_keys=3, min_goal_keys=None))
     assert len({ep.goal for ep in random_goal}) > 5 and all(len(ep.goal) == 3 for ep in random_goal)
+    default = sample_episodes(50, seed=2)  # the default task: 2-3 random goal keys per episode
+    assert {len(ep.goal) for ep in default} == {2, 3} and len({ep.goal for ep in default}) > 40
+    with pytest.raises(ValueError):
+        FactTrackerConfig(min_goal_keys=4, goal_keys=3)
     with pytest.raises(ValueError):
         FactTrackerConfig(goal=("zulu",))
     varied = sample_episodes(30, seed=1, config=FactTrackerConfig(min_facts_per_page=4, facts_per_page=8))
