@@ -49,23 +49,19 @@ from autogen_core.models import (
 )
 from autogen_core.tools import Tool, ToolSchema
 
-from ..grammar import BLOCK_END, BLOCK_START, SPECIAL_TOKENS, SUMMARY_END, SUMMARY_START
-
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-CHAT_TOKENS: tuple[str, str] = (IM_START, IM_END)
-TOOL_CALL_OPEN = "<tool_call>"
-TOOL_CALL_CLOSE = "</tool_call>"
-TOOL_RESPONSE_OPEN = "<tool_response>"
-TOOL_RESPONSE_CLOSE = "</tool_response>"
-CLOSURE_PREFIX = BLOCK_END + SUMMARY_START
+from ..grammar import BLOCK_START, SPECIAL_TOKENS
+from ._text import (
+    IM_END,
+    IM_START,
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    block_open,
+    escape_untrusted,
+    split_closure,
+    tool_response,
+)
 
 Role = Literal["system", "user", "assistant"]
-
-
-def _escape(text: str) -> str:
-    # Broader than grammar.escape_special: neutralise every "<|...|>" so ChatML tokens cannot be forged either.
-    return text.replace("<|", "<\u200b|") if "<|" in text else text
 
 
 @dataclass(frozen=True)
@@ -170,22 +166,57 @@ def _user_text(msg: UserMessage) -> str:
         text = "\n".join(p if isinstance(p, str) else "[image]" for p in msg.content if isinstance(p, (str, Image)))
     if msg.source and msg.source != "user":
         text = f"[{msg.source}] {text}"
-    return _escape(text)
+    return escape_untrusted(text)
 
 
-def _block_open(text: str) -> bool:
-    return text.rfind(BLOCK_START) > max(text.rfind(BLOCK_END), text.rfind(SUMMARY_START))
+def _leading_system(messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema]) -> tuple[list[Turn], int]:
+    """The merged system turn (leading system messages and the tools), and how many messages it took."""
+    i = 0
+    system_parts: list[str] = []
+    while i < len(messages):
+        first = messages[i]
+        if not isinstance(first, SystemMessage):
+            break
+        system_parts.append(escape_untrusted(first.content))
+        i += 1
+    tools_text = render_tools(tools)
+    if tools_text:
+        system_parts.append(tools_text)
+    return ([Turn("system", "\n\n".join(system_parts))] if system_parts else []), i
 
 
-def split_closure(thought: str | None) -> tuple[str | None, str | None]:
-    """Split a thought into its leading closure (``<|block_end|><|summary_start|>…<|summary_end|>``) and the rest."""
-    if not thought or not thought.startswith(CLOSURE_PREFIX):
-        return None, thought
-    end = thought.find(SUMMARY_END)
-    if end < 0:
-        return thought, None
-    end += len(SUMMARY_END)
-    return thought[:end], (thought[end:] or None)
+def append_turns(turns: list[Turn], pending: int | None, messages: Sequence[LLMMessage]) -> tuple[int | None, int]:
+    """Render ``messages`` (after the leading system run) onto ``turns`` in place.
+
+    Returns the new pending-closure index and the first turn index that changed (a closure is inserted back at
+    the pending index, before turns that followed the observation).
+    """
+    changed = len(turns)
+    for msg in messages:
+        if isinstance(msg, SystemMessage):
+            turns.append(Turn("system", escape_untrusted(msg.content)))
+        elif isinstance(msg, UserMessage):
+            turns.append(Turn("user", _user_text(msg)))
+        elif isinstance(msg, FunctionExecutionResultMessage):
+            body = "\n".join(tool_response(escape_untrusted(r.content)) for r in msg.content)
+            turns.append(Turn("user", body))
+            pending = len(turns)
+        elif isinstance(msg, AssistantMessage):
+            closure, thought = split_closure(msg.thought)
+            if closure is not None:
+                at = pending if pending is not None else len(turns)
+                turns.insert(at, Turn("assistant", closure, generated=True))
+                changed = min(changed, at)
+            pending = None
+            body = thought or ""
+            if isinstance(msg.content, str):
+                body += msg.content
+            else:
+                if not block_open(body):
+                    body += BLOCK_START
+                body += "\n".join(render_tool_call(c.name, c.arguments) for c in msg.content)
+            turns.append(Turn("assistant", body, generated=True))
+    return pending, changed
 
 
 def render(
@@ -195,46 +226,8 @@ def render(
     add_generation_prompt: bool = False,
 ) -> Rendering:
     """Render AutoGen messages as turns of the agent chat format (see the module docstring)."""
-    turns: list[Turn] = []
-    pending: int | None = None
-    i = 0
-    system_parts: list[str] = []
-    while i < len(messages):
-        first = messages[i]
-        if not isinstance(first, SystemMessage):
-            break
-        system_parts.append(_escape(first.content))
-        i += 1
-    tools_text = render_tools(tools)
-    if tools_text:
-        system_parts.append(tools_text)
-    if system_parts:
-        turns.append(Turn("system", "\n\n".join(system_parts)))
-    for msg in messages[i:]:
-        if isinstance(msg, SystemMessage):
-            turns.append(Turn("system", _escape(msg.content)))
-        elif isinstance(msg, UserMessage):
-            turns.append(Turn("user", _user_text(msg)))
-        elif isinstance(msg, FunctionExecutionResultMessage):
-            body = "\n".join(
-                f"{TOOL_RESPONSE_OPEN}\n{_escape(r.content)}\n{TOOL_RESPONSE_CLOSE}" for r in msg.content
-            )
-            turns.append(Turn("user", body))
-            pending = len(turns)
-        elif isinstance(msg, AssistantMessage):
-            closure, thought = split_closure(msg.thought)
-            if closure is not None:
-                at = pending if pending is not None else len(turns)
-                turns.insert(at, Turn("assistant", closure, generated=True))
-            pending = None
-            body = thought or ""
-            if isinstance(msg.content, str):
-                body += msg.content
-            else:
-                if not _block_open(body):
-                    body += BLOCK_START
-                body += "\n".join(render_tool_call(c.name, c.arguments) for c in msg.content)
-            turns.append(Turn("assistant", body, generated=True))
+    turns, i = _leading_system(messages, tools)
+    pending, _ = append_turns(turns, None, messages[i:])
     return Rendering(turns, pending, add_generation_prompt)
 
 
@@ -270,10 +263,16 @@ def to_function_calls(parsed: ParsedCompletion) -> list[FunctionCall]:
     return [FunctionCall(id=f"call_{uuid.uuid4().hex[:24]}", name=n, arguments=a) for n, a in parsed.tool_calls]
 
 
+def transcript(messages: Sequence[LLMMessage]) -> str:
+    """Messages as plain text in the agent chat format, one ``role: body`` per turn (for writers and recall)."""
+    return "\n".join(f"{t.role}: {t.body}" for t in render(messages).turns)
+
+
 def assistant_body(thought: str | None, content: str | Sequence[FunctionCall]) -> str:
     """The body :func:`render` produces for an assistant message with this thought and content (closure removed)."""
-    msg = AssistantMessage(content=list(content) if not isinstance(content, str) else content, thought=thought,
-                           source="x")
+    msg = AssistantMessage(
+        content=list(content) if not isinstance(content, str) else content, thought=thought, source="x"
+    )
     _, rest = split_closure(msg.thought)
     return render([AssistantMessage(content=msg.content, thought=rest, source="x")]).turns[-1].body
 

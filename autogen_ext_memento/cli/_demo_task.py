@@ -10,6 +10,9 @@ from typing import Any
 
 from autogen_core.tools import FunctionTool
 
+from ..chat_format import IM_END, render_tool_call
+from ..grammar import BLOCK_START, SUMMARY_END
+
 
 @dataclass
 class Scenario:
@@ -107,13 +110,13 @@ def _scripted_scenario(model_dir: str | None, *, blocks: int, seed: int) -> Scen
     script: list[str] = []
     running = dict.fromkeys(items, 0)
     for page in range(1, blocks + 1):
-        call = json.dumps({"name": "read_page", "arguments": {"page": page}})
-        script.append(f"<|block_start|>read page {page}<tool_call>\n{call}\n</tool_call><|im_end|>")
+        call = render_tool_call("read_page", json.dumps({"page": page}))
+        script.append(f"{BLOCK_START}read page {page}{call}{IM_END}")
         n_text, item = pages[page - 1].split(": received ")[1].split(".")[0].split(" ")
         running[item] += int(n_text)
-        script.append(" ".join(f"{k}={v}" for k, v in running.items()) + "<|summary_end|>")
+        script.append(" ".join(f"{k}={v}" for k, v in running.items()) + SUMMARY_END)
     answer = ", ".join(f"{k}={v}" for k, v in totals.items())
-    script.append(f"totals: {answer}<|im_end|>")
+    script.append(f"totals: {answer}{IM_END}")
     if model_dir:
         tok = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -49,15 +49,8 @@ from autogen_core.models import (
     UserMessage,
 )
 
-from ..chat_format import (
-    CLOSURE_PREFIX,
-    TOOL_RESPONSE_CLOSE,
-    TOOL_RESPONSE_OPEN,
-    render,
-    render_tool_call,
-    split_closure,
-)
-from ..grammar import SUMMARY_END
+from ..chat_format import closure_memento as _closure_memento
+from ..chat_format import render_tool_call, tool_response, transcript
 
 BlockKind = Literal["tool", "unanswered", "orphan_result", "answer", "message", "system"]
 
@@ -106,12 +99,10 @@ def approx_tokens(messages: Sequence[LLMMessage]) -> int:
 
 def closure_memento(msg: LLMMessage) -> str | None:
     """The memento text a memento model wrote in the closure at the start of this message's thought, if any."""
-    if not isinstance(msg, AssistantMessage) or not msg.thought or not msg.thought.startswith(CLOSURE_PREFIX):
+    if not isinstance(msg, AssistantMessage):
         return None
-    closure, _ = split_closure(msg.thought)
-    if closure is None or not closure.endswith(SUMMARY_END):
-        return None
-    return closure[len(CLOSURE_PREFIX) : -len(SUMMARY_END)].strip()
+    memento = _closure_memento(msg.thought)
+    return None if memento is None else memento.strip()
 
 
 @dataclass
@@ -172,8 +163,7 @@ class Block:
             res = self.messages[0]
             assert isinstance(res, FunctionExecutionResultMessage)
             body = "\n".join(
-                f"{TOOL_RESPONSE_OPEN}\n[{r.name} {r.call_id}{' error' if r.is_error else ''}] {r.content}\n"
-                f"{TOOL_RESPONSE_CLOSE}"
+                tool_response(f"[{r.name} {r.call_id}{' error' if r.is_error else ''}] {r.content}")
                 for r in res.content
             )
             return [UserMessage(content=body, source="tool")]
@@ -181,7 +171,7 @@ class Block:
 
     def transcript(self) -> str:
         """The block as plain text in the agent chat format (``role: body`` per turn), for writers and recall."""
-        return "\n".join(f"{t.role}: {t.body}" for t in render(self.messages).turns)
+        return transcript(self.messages)
 
 
 def _agent_of(msg: LLMMessage) -> str:

@@ -19,8 +19,8 @@ from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import TypeAdapter
 
-from ..chat_format import CLOSURE_PREFIX, IM_END, Rendering, TurnEncoder, render
-from ..grammar import BLOCK_END, BLOCK_START, SUMMARY_END, SUMMARY_START
+from ..chat_format import CLOSURE_PREFIX, IM_END, Rendering, TurnEncoder, format_block, render, wrap_think
+from ..grammar import SUMMARY_START
 from ._collator import IGNORE_INDEX
 
 
@@ -123,12 +123,12 @@ def assemble_full_response(row: Mapping[str, Any], *, think: bool = True) -> str
         if start > cursor:
             parts.append(" ".join(sentences[cursor:start]))
         work = " ".join(sentences[start : end + 1])
-        parts.append(f"{BLOCK_START}{work}{BLOCK_END}{SUMMARY_START}{summary}{SUMMARY_END}")
+        parts.append(format_block(work, summary))
         cursor = end + 1
     body = "\n".join(parts)
     tail = " ".join(sentences[cursor:])
     if think:
-        return f"<think>\n{body}\n</think>\n{tail}" if tail else f"<think>\n{body}\n</think>"
+        return f"{wrap_think(body)}\n{tail}" if tail else wrap_think(body)
     return f"{body}\n{tail}" if tail else body
 
 
