@@ -5,7 +5,9 @@ Pieces (all runtime subclasses; no vLLM file is copied or patched on disk):
 * :func:`register`, the ``vllm.general_plugins`` entry point: adds one engine-core utility method,
   ``memento_rpc``, through which the API server reaches the scheduler's session table (vLLM has no hook for a
   frontend → scheduler call; this is the only monkeypatch, and it only *adds* a method).
-* ``--scheduler-cls autogen_memento_vllm.scheduler.MementoScheduler``: eviction, sessions, forced tokens.
+* ``--scheduler-cls autogen_memento_vllm.scheduler.MementoScheduler``: the hooks; its parts are
+  :mod:`.eviction` (compaction), :mod:`.registry` (tenant-scoped sessions), :mod:`.admission` (admission by
+  expected sawtooth peak) and :mod:`.state` (per-request bookkeeping).
 * ``--worker-cls autogen_memento_vllm.worker.MementoCPUWorker`` (or ``MementoGPUWorker``): KV slot copies,
   logical RoPE positions, token forcing in the model runner.
 * :class:`~autogen_memento_vllm.sessions.MementoEndpointPlugin` (``vllm.endpoint_plugins``, opt-in through
@@ -31,30 +33,41 @@ def register() -> None:
         return
     if getattr(EngineCore, "memento_rpc", None) is None:
 
-        def memento_rpc(self: Any, op: str, arg: str | None = None) -> Any:
+        def memento_rpc(self: Any, op: str, arg: str | None = None, tenant: Any = None) -> Any:
             fn = getattr(self.scheduler, "memento_rpc", None)
             if fn is None:
                 raise RuntimeError("the memento scheduler is not active (--scheduler-cls)")
-            return fn(op, arg)
+            return fn(op, arg, tenant)
 
         EngineCore.memento_rpc = memento_rpc  # type: ignore[attr-defined]
 
 
 def validate_config(vllm_config: Any) -> None:
-    """Raise ``ValueError`` with a clear message when the engine setup cannot run memento eviction."""
+    """Raise ``ValueError`` (one line naming every problem) when the engine setup cannot run memento eviction."""
     problems: list[str] = []
     if getattr(vllm_config, "speculative_config", None) is not None:
         problems.append("speculative decoding is not supported (drop --speculative-config)")
     pc = vllm_config.parallel_config
     if getattr(pc, "pipeline_parallel_size", 1) > 1:
         problems.append("pipeline parallelism is not supported (use --pipeline-parallel-size 1)")
+    if getattr(pc, "data_parallel_size", 1) > 1:
+        problems.append(
+            "data parallelism is not supported yet: session calls would reach one engine only "
+            "(use --data-parallel-size 1)"
+        )
     if getattr(vllm_config.scheduler_config, "async_scheduling", False):
         problems.append("async scheduling is not supported: pass --no-async-scheduling")
+    if getattr(vllm_config, "kv_transfer_config", None) is not None:
+        problems.append(
+            "KV connectors are not supported: compaction moves KV a connector would not see (drop --kv-transfer-config)"
+        )
+    if getattr(vllm_config, "lora_config", None) is not None:
+        problems.append("LoRA is not supported yet (drop --enable-lora)")
     mc = vllm_config.model_config
     if getattr(mc, "uses_mrope", False):
         problems.append("M-RoPE models are not supported")
     if problems:
-        raise ValueError("memento plugin: " + "; ".join(problems))
+        raise ValueError("memento plugin cannot start: " + "; ".join(problems))
 
 
 def engine_args(device: str = "cpu", **memento: Any) -> dict[str, Any]:

@@ -24,16 +24,35 @@ CPU_WORKER_CLS = "autogen_memento_vllm.worker.MementoCPUWorker"
 GPU_WORKER_CLS = "autogen_memento_vllm.worker.MementoGPUWorker"
 
 
+_OPTION_KEYS = (
+    "enabled_by_default",
+    "session_ttl_s",
+    "max_session_fraction",
+    "max_session_blocks",
+    "max_sessions",
+    "memento_admission",
+    "admission_margin",
+)
+
+
 @dataclass(frozen=True)
 class PluginOptions:
-    """Engine-wide options of the plugin (from ``additional_config["memento"]``)."""
+    """Engine-wide options of the plugin (from ``additional_config["memento"]``).
+
+    Session limits: ``session_ttl_s`` (idle seconds), ``max_session_fraction`` / ``max_session_blocks`` (pages),
+    ``max_sessions`` (count). Admission: ``memento_admission`` (admit memento requests by their expected sawtooth
+    peak) and ``admission_margin`` (fraction added to that peak).
+    """
 
     memento: MementoConfig = field(default_factory=MementoConfig)
     enabled_by_default: bool = True
     token_ids: MementoTokenIds | None = None
     session_ttl_s: float = 600.0
     max_session_fraction: float = 0.5
+    max_session_blocks: int | None = None
     max_sessions: int = 256
+    memento_admission: bool = True
+    admission_margin: float = 0.1
 
     @classmethod
     def from_additional_config(cls, additional: Any) -> PluginOptions:
@@ -41,7 +60,7 @@ class PluginOptions:
         raw = dict(additional.get("memento", {}) or {}) if isinstance(additional, dict) else {}
         ids = raw.pop("token_ids", None)
         opts: dict[str, Any] = {}
-        for key in ("enabled_by_default", "session_ttl_s", "max_session_fraction", "max_sessions"):
+        for key in _OPTION_KEYS:
             if key in raw:
                 opts[key] = raw.pop(key)
         token_ids = MementoTokenIds(*ids) if ids is not None else None

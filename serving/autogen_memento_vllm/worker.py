@@ -28,6 +28,7 @@ from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 from vllm.v1.worker.gpu_worker import Worker
 
 from ._common import MementoStepData, WorkerUpdate
+from .memory import GIB, fit_cpu_kv_cache
 
 
 class MementoRunnerMixin:
@@ -191,11 +192,40 @@ def install_runner(worker: Any) -> None:
 
 
 class MementoCPUWorker(CPUWorker):
-    """CPU worker whose model runner applies memento compactions."""
+    """CPU worker whose model runner applies memento compactions.
+
+    When no KV size was given and vLLM's default reservation (``--gpu-memory-utilization`` of the node's total
+    memory) exceeds the free memory, the KV cache gets :func:`~autogen_memento_vllm.memory.default_kv_cache_bytes`
+    instead of a refusal to start.
+    """
+
+    def __init__(self, vllm_config: Any, *args: Any, **kwargs: Any) -> None:
+        _fit_kv_cache(vllm_config)
+        super().__init__(vllm_config, *args, **kwargs)
 
     def init_device(self) -> None:
         super().init_device()
         install_runner(self)
+
+
+def _fit_kv_cache(vllm_config: Any) -> None:
+    """Apply :func:`~autogen_memento_vllm.memory.fit_cpu_kv_cache` with the memory of the node vLLM binds to."""
+    from vllm.logger import init_logger
+    from vllm.utils.cpu_resource_utils import get_allowed_cpu_list, get_memory_node_info, get_visible_memory_node
+
+    nodes = get_visible_memory_node()
+    node = get_allowed_cpu_list()[0].numa_node
+    info = get_memory_node_info(node if node in nodes else nodes[0])
+    size = fit_cpu_kv_cache(vllm_config, int(info.total_memory), int(info.available_memory))
+    if size is not None:
+        init_logger(__name__).warning(
+            "memento: %.2f GiB free of %.2f GiB is less than --gpu-memory-utilization %.2f reserves; using a %.2f GiB "
+            "KV cache (set --kv-cache-memory-bytes or VLLM_CPU_KVCACHE_SPACE to choose)",
+            info.available_memory / GIB,
+            info.total_memory / GIB,
+            vllm_config.cache_config.gpu_memory_utilization,
+            size / GIB,
+        )
 
 
 class MementoGPUWorker(Worker):

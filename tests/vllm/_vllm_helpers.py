@@ -114,8 +114,8 @@ def reference(vllm_model_dir: Path) -> Any:
                 return self.script[i]
             return super()._sample(logits, params, gen)
 
-    def make(**cfg: Any) -> Any:
-        return Scripted(str(vllm_model_dir), memento=MementoConfig(**cfg))
+    def make(max_model_len: int | None = None, **cfg: Any) -> Any:
+        return Scripted(str(vllm_model_dir), memento=MementoConfig(**cfg), max_model_len=max_model_len)
 
     return make
 

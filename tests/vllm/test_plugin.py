@@ -134,12 +134,22 @@ def test_sixteen_concurrent_requests_with_preemption(engine: Any, reference: Any
     ref = reference(keep_last_n_blocks=0)
     scenarios = [make_scenario(ref.memento_ids, 200 + s, _vocab(ref), decode_blocks=1 + s % 3) for s in range(16)]
     expected = [_run_reference(ref, sc, f"c{i}") for i, sc in enumerate(scenarios)]
-    outs = _generate(engine, scenarios)
-    assert [list(o.outputs[0].token_ids) for o in outs] == expected
-    stats = [stats_for(engine, o.request_id) for o in outs]
-    # The 24-page pool cannot hold all sixteen: some requests were preempted (and re-prefilled logically).
-    assert sum(s.preemptions for s in stats) > 0
-    assert all(s.evictions >= 2 for s in stats)
+    admission = scheduler_of(engine).memento_admission
+    preemptions = {}
+    for enabled in (False, True):
+        admission.enabled = enabled
+        try:
+            outs = _generate(engine, scenarios)
+        finally:
+            admission.enabled = True
+        assert [list(o.outputs[0].token_ids) for o in outs] == expected
+        stats = [stats_for(engine, o.request_id) for o in outs]
+        assert all(s.evictions >= 2 for s in stats)
+        preemptions[enabled] = sum(s.preemptions for s in stats)
+    # vLLM's own admission: the 24-page pool cannot hold all sixteen, some are preempted (re-prefilled logically).
+    assert preemptions[False] > 0
+    # Admission by expected sawtooth peak does not overcommit into a preemption storm.
+    assert preemptions[True] < preemptions[False]
 
 
 def test_restart_mode_matches_reference_and_differs_from_kv_mode(engine: Any, reference: Any) -> None:
@@ -175,7 +185,7 @@ def test_prefix_cache_never_serves_compacted_blocks(engine: Any, reference: Any)
     out = _generate(engine, [sc], memento_session="cache-probe")[0]
     sess = scheduler_of(engine).memento_rpc("get", "cache-probe")
     assert sess is not None
-    compacted = scheduler_of(engine).memento_sessions["cache-probe"].compacted
+    compacted = scheduler_of(engine).memento_sessions.get((None, None, "cache-probe")).compacted
     first_hole = sc.prompt.index(ids.block_start) + 1  # content starts after <|block_start|> (delimiters kept)
     safe = first_hole // BLOCK * BLOCK  # pages wholly before the first hole may be shared
     assert len(compacted) >= safe + 2 * BLOCK
@@ -200,9 +210,11 @@ def test_setup_validation_names_each_unsupported_feature() -> None:
     def cfg(**kw: Any) -> Any:
         base = {
             "speculative_config": None,
-            "parallel_config": SimpleNamespace(pipeline_parallel_size=1),
+            "parallel_config": SimpleNamespace(pipeline_parallel_size=1, data_parallel_size=1),
             "scheduler_config": SimpleNamespace(async_scheduling=False),
             "model_config": SimpleNamespace(uses_mrope=False),
+            "kv_transfer_config": None,
+            "lora_config": None,
         }
         base.update(kw)
         return SimpleNamespace(**base)
@@ -214,6 +226,14 @@ def test_setup_validation_names_each_unsupported_feature() -> None:
         validate_config(cfg(parallel_config=SimpleNamespace(pipeline_parallel_size=2)))
     with pytest.raises(ValueError, match="--no-async-scheduling"):
         validate_config(cfg(scheduler_config=SimpleNamespace(async_scheduling=True)))
+    with pytest.raises(ValueError, match="data parallelism"):
+        validate_config(cfg(parallel_config=SimpleNamespace(pipeline_parallel_size=1, data_parallel_size=2)))
+    with pytest.raises(ValueError, match="KV connectors"):
+        validate_config(cfg(kv_transfer_config=object()))
+    with pytest.raises(ValueError, match="LoRA") as err:
+        validate_config(cfg(lora_config=object(), kv_transfer_config=object()))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("memento plugin cannot start: ") and "KV connectors" in msg
 
 
 def test_sessions_expire_and_respect_the_budget(engine: Any, reference: Any) -> None:
@@ -221,21 +241,22 @@ def test_sessions_expire_and_respect_the_budget(engine: Any, reference: Any) -> 
 
     sched = scheduler_of(engine)
     ref = reference(keep_last_n_blocks=0)
-    opts = sched.memento_options
+    reg = sched.memento_sessions
+    limits = reg.limits
     try:
-        sched.memento_options = dataclasses.replace(opts, max_sessions=1)
+        reg.limits = dataclasses.replace(limits, max_sessions=1)
         for sid in ("budget-a", "budget-b"):
             _generate(engine, [make_scenario(ref.memento_ids, 600, _vocab(ref))], memento_session=sid)
         held = [s["session_id"] for s in sched.memento_rpc("list")]
         assert "budget-b" in held and "budget-a" not in held  # least recently used dropped first
         free_with_session = sched.memento_rpc("memory")["free_blocks"]
         blocks = sched.memento_rpc("get", "budget-b")["blocks"]
-        sched.memento_options = dataclasses.replace(opts, session_ttl_s=0.0)
+        reg.limits = dataclasses.replace(limits, ttl_s=0.0)
         _generate(engine, [make_scenario(ref.memento_ids, 601, _vocab(ref))], memento=False)
         assert sched.memento_rpc("get", "budget-b") is None  # idle past the TTL: dropped, pages returned
         assert sched.memento_rpc("memory")["free_blocks"] >= free_with_session + blocks
     finally:
-        sched.memento_options = opts
+        reg.limits = limits
         for sid in ("budget-a", "budget-b"):
             sched.memento_rpc("close", sid)
 
