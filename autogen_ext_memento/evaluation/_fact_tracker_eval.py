@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import PAPER_MODES, EpisodeRun, ModelKind, Models, methods, run_method
-from ..tasks import FactTrackerConfig, sample_episodes
+from ..tasks import HONEST_TASK, FactTrackerConfig, sample_episodes
 
-TRAINING_TASK = FactTrackerConfig()
-"""The task both twins were trained on (1-5 pages)."""
+TRAINING_TASK = HONEST_TASK
+"""The task the twins are trained on (random goal keys, 1-5 pages): the evaluation's task."""
 
 
 def scale_pages(scale: int, task: FactTrackerConfig = TRAINING_TASK) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from ._fact_tracker import (
     AGENT_NAME,
     END_CURSOR,
+    HONEST_TASK,
     KEYS,
     SYSTEM_PROMPT,
     TOOL_DESCRIPTION,
@@ -34,6 +35,7 @@ __all__ = [
     "UNKNOWN",
     "Episode",
     "FactTrackerConfig",
+    "HONEST_TASK",
     "FactTrackerEnv",
     "Page",
     "closure",

@@ -61,9 +61,9 @@ class FactTrackerConfig(BaseModel):
     """Shape of fact-tracker episodes.
 
     Args:
-        goal: ``None`` (the default) draws the goal keys per episode, so a model must copy them from the goal
-            message; a fixed tuple of keys makes every episode track the same keys (a shortcut a model can learn
-            instead of reading the goal).
+        goal: fixed goal keys (the default, the task the shipped tiny memento model was trained on: a shortcut a
+            model can learn instead of reading the goal), or ``None`` to draw the keys per episode so a model must
+            copy them from the goal message (:data:`HONEST_TASK`, the twin recipe's task).
         goal_keys: how many keys the agent must track when ``goal`` is ``None`` (the most, with
             ``min_goal_keys``: each episode draws its count uniformly from ``min_goal_keys .. goal_keys``).
         min_goal_keys: the fewest goal keys per episode (``None``: exactly ``goal_keys``).
@@ -77,11 +77,11 @@ class FactTrackerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    goal: tuple[str, ...] | None = None
-    goal_keys: int = Field(default=3, ge=1)
-    min_goal_keys: int | None = Field(default=2, ge=1)
-    facts_per_page: int = Field(default=9, ge=1)
-    min_facts_per_page: int | None = Field(default=6, ge=1)
+    goal: tuple[str, ...] | None = ("alpha", "bravo")
+    goal_keys: int = Field(default=2, ge=1)
+    min_goal_keys: int | None = Field(default=None, ge=1)
+    facts_per_page: int = Field(default=8, ge=1)
+    min_facts_per_page: int | None = Field(default=None, ge=1)
     goal_fact_prob: float = Field(default=0.25, ge=0.0, le=1.0)
     min_pages: int = Field(default=1, ge=1)
     max_pages: int = Field(default=5, ge=1)
@@ -105,6 +105,11 @@ class FactTrackerConfig(BaseModel):
     def with_pages(self, pages: int) -> FactTrackerConfig:
         """The same task with exactly ``pages`` pages per episode."""
         return self.model_copy(update={"min_pages": pages, "max_pages": pages})
+
+
+HONEST_TASK = FactTrackerConfig(goal=None, goal_keys=3, min_goal_keys=2, facts_per_page=9, min_facts_per_page=6)
+"""The task a model cannot shortcut: 2-3 random goal keys of 16 per episode, 6-9 facts a page (a block holds >= 5x the
+tokens of its memento), 1-5 pages; the twin recipe trains on it and ``autogen-memento eval`` measures on it."""
 
 
 @dataclass(frozen=True)

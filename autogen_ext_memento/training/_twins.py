@@ -23,7 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN, TurnEncoder
 from ..grammar import MementoConfig, MementoTokenIds
-from ..tasks import Episode, FactTrackerConfig, corpus, episode_messages, sample_episodes, task_words, tool_schema_tool
+from ..tasks import (
+    HONEST_TASK,
+    Episode,
+    FactTrackerConfig,
+    corpus,
+    episode_messages,
+    sample_episodes,
+    task_words,
+    tool_schema_tool,
+)
 from ._collator import IGNORE_INDEX, MASK_KEY, MementoCollator
 from ._data import TokenizedSample, encode_messages
 from ._presets import PRESETS, TrainingPreset
@@ -44,9 +53,8 @@ TINY_ARCH: dict[str, Any] = {
     "intermediate_size": 384,
     "max_position_embeddings": 8192,
 }
-TASK = FactTrackerConfig()
-"""The training task of both twins: the default fact tracker (2-3 random goal keys of 16, 5-8 facts a page,
-1-5 pages)."""
+TASK = HONEST_TASK
+"""The training task of both twins: 2-3 random goal keys of 16, 6-9 facts a page, 1-5 pages."""
 EASY_TASK = TASK.model_copy(update={"max_pages": 2, "facts_per_page": 6, "goal_fact_prob": 0.5})
 """Stage 1's opening curriculum (shared by both twins): short episodes whose pages often name a goal key, so the
 copy and look-up skills get dense, cheap signal before the full task."""

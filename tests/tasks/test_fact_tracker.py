@@ -12,6 +12,7 @@ from autogen_ext_memento.chat_format import CLOSURE_PREFIX, render
 from autogen_ext_memento.grammar import BLOCK_START, SUMMARY_END
 from autogen_ext_memento.tasks import (
     END_CURSOR,
+    HONEST_TASK,
     UNKNOWN,
     Episode,
     FactTrackerConfig,
@@ -65,10 +66,11 @@ def test_episodes_are_seeded_and_shaped() -> None:
     with pytest.raises(ValueError):
         FactTrackerConfig(min_pages=5, max_pages=2)
     assert {ep.goal for ep in a} == {("alpha", "bravo")}  # a fixed goal when asked for
-    random_goal = sample_episodes(20, seed=1, config=FactTrackerConfig(goal_keys=3, min_goal_keys=None))
+    random_goal = sample_episodes(20, seed=1, config=FactTrackerConfig(goal=None, goal_keys=3))
     assert len({ep.goal for ep in random_goal}) > 5 and all(len(ep.goal) == 3 for ep in random_goal)
-    default = sample_episodes(50, seed=2)  # the default task: 2-3 random goal keys per episode
-    assert {len(ep.goal) for ep in default} == {2, 3} and len({ep.goal for ep in default}) > 40
+    honest = sample_episodes(50, seed=2, config=HONEST_TASK)  # 2-3 random goal keys per episode
+    assert {len(ep.goal) for ep in honest} == {2, 3} and len({ep.goal for ep in honest}) > 40
+    assert {ep.goal for ep in sample_episodes(5, seed=2)} == {("alpha", "bravo")}  # the default: fixed keys
     with pytest.raises(ValueError):
         FactTrackerConfig(min_goal_keys=4, goal_keys=3)
     with pytest.raises(ValueError):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from autogen_ext_memento.grammar import SUMMARY_END, SUMMARY_START, MementoTokenIds
-from autogen_ext_memento.tasks import FactTrackerConfig, episode_messages, sample_episodes, task_words
+from autogen_ext_memento.tasks import HONEST_TASK, FactTrackerConfig, episode_messages, sample_episodes, task_words
 from autogen_ext_memento.training import TwinsRecipe, build_task_tokenizer, encode_episode, train_tiny_twins
 
 
@@ -25,14 +25,14 @@ def test_every_task_word_is_one_token_and_text_round_trips(tok: object) -> None:
     for word in task_words():
         ids = tok.encode(word, add_special_tokens=False)  # type: ignore[attr-defined]
         assert len(ids) == 1, (word, ids)
-    ep = sample_episodes(1, 5, FactTrackerConfig().with_pages(3))[0]
+    ep = sample_episodes(1, 5, HONEST_TASK.with_pages(3))[0]
     text = render(episode_messages(ep), [tool_schema_tool()]).text + "weird ünïcode alphabet 1234 <x>"
     assert tok.decode(tok.encode(text, add_special_tokens=False)) == text  # type: ignore[attr-defined]
 
 
-def test_default_task_is_honest(tok: object) -> None:
+def test_the_twins_task_is_honest(tok: object) -> None:
     """Random goal keys (2-3 of >= 16), and a block holds >= 5x the tokens of its memento."""
-    cfg = FactTrackerConfig()
+    cfg = HONEST_TASK
     assert cfg.goal is None and cfg.n_keys >= 16 and cfg.min_goal_keys == 2 and cfg.goal_keys == 3
     eps = sample_episodes(200, 4242, cfg)
     goals = {e.goal for e in eps}
