@@ -1,7 +1,8 @@
-"""Assets shipped with the package: the twin tiny models (the offline defaults of the demo, examples and benchmarks).
+"""Assets shipped with the package: the tiny models (the offline defaults of the demo, examples and benchmarks).
 
-``tiny_memento`` is the memento fine-tune and ``tiny_full`` its base twin (same tokenizer, stage 1, data stream
-and steps; causal attention only), both trained by ``autogen-memento train --preset tiny-twins``.
+``tiny_memento`` is the shipped fixed-goal memento model. ``tiny_full`` is the base twin of the twin recipe
+(``autogen-memento train --preset tiny-twins``: same tokenizer, stage 1, data stream and steps, causal attention
+only); it is looked up here but not shipped yet.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from pathlib import Path
 __all__ = ["tiny_full_model_path", "tiny_model_path"]
 
 _HERE = Path(__file__).resolve().parent
-_RETRAIN = "retrain the twins with scripts/train_tiny.sh (autogen-memento train --preset tiny-twins --out DIR)"
+_TWINS = "train the twins with `autogen-memento train --preset tiny-twins --out DIR` (scripts/train_tiny.sh)"
+_SHIPPED = (
+    "retrain it with `autogen-memento train --preset tiny --data fact-tracker --stages 1,2 --threads 1 --out DIR`"
+)
 
 
-def _shipped(name: str) -> Path:
+def _shipped(name: str, how: str) -> Path:
     path = _HERE / name
     if not (path / "model.safetensors").is_file() or not (path / "config.json").is_file():
-        raise FileNotFoundError(f"the tiny model {name!r} is not installed at {path}; {_RETRAIN}")
+        raise FileNotFoundError(f"the tiny model {name!r} is not installed at {path}; {how}")
     return path
 
 
@@ -27,7 +31,7 @@ def tiny_model_path() -> Path:
     Raises:
         FileNotFoundError: if the weights are missing (e.g. a source checkout without them).
     """
-    return _shipped("tiny_memento")
+    return _shipped("tiny_memento", _SHIPPED)
 
 
 def tiny_full_model_path() -> Path:
@@ -36,4 +40,4 @@ def tiny_full_model_path() -> Path:
     Raises:
         FileNotFoundError: if the weights are missing (e.g. a source checkout without them).
     """
-    return _shipped("tiny_full")
+    return _shipped("tiny_full", _TWINS)
