@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
+import httpx
 from autogen_core import Component
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
@@ -27,18 +27,50 @@ from ._base import (
     resolve_model_path,
 )
 
+#: The header a session-affinity router hashes on (vllm-router's ``consistent_hash`` policy reads it).
+SESSION_HEADER = "X-Session-ID"
+#: Statuses a router or a restarting replica answers while a replica is down: the request is retried.
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+class _Retryable(Exception):
+    """A failure after which the same request may be sent again (to this server or the next)."""
+
+
+# Failures that mean "this replica is unreachable, down or died mid-turn": retried (a turn resumes where it was).
+_RETRY_ERRORS: tuple[type[Exception], ...] = (
+    _Retryable,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+_STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/jsonl")
+_T = TypeVar("_T")
+
 
 class VLLMBackendConfig(BaseModel):
     """Configuration of :class:`VLLMBackend`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str = Field(description="Server root, e.g. http://127.0.0.1:8000 (no /v1).")
+    base_url: str = Field(description="Server (or router) root, e.g. http://127.0.0.1:8000 (no /v1).")
     tokenizer: str = Field(
         description="Local directory, hub name or shipped name (tiny) of the served model's tokenizer."
     )
     model_name: str | None = None
-    timeout_s: float = Field(default=600.0, gt=0)
+    timeout_s: float = Field(default=600.0, gt=0, description="Longest wait for a response or a streamed chunk.")
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="Longest wait to open a connection.")
+    max_retries: int = Field(default=3, ge=0, le=20, description="Retries per server on connection errors/502/503/504.")
+    retry_backoff_s: float = Field(default=0.25, ge=0, description="First retry delay; doubled per retry.")
+    retry_backoff_max_s: float = Field(default=8.0, ge=0, description="Cap on one retry delay.")
+    fallback_urls: list[str] = Field(
+        default_factory=list, description="Servers tried in order once base_url stays unreachable after its retries."
+    )
+    stream: bool = Field(default=True, description="Ask for streamed turns when a caller wants tokens as they come.")
+    max_connections: int = Field(default=64, ge=1, description="Size of the keep-alive connection pool.")
     trust_remote_code: bool = False
 
 
@@ -50,14 +82,35 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
     it and prefills only the new tokens, or rebuilds it otherwise. The memento rule, token ids and ``max_model_len``
     are read from the server (``/v1/memento/config``), so client and server cannot disagree.
 
-    Streaming is not used: ``on_token`` is called for each token once the turn is complete, and ``cancel`` is only
-    checked before the request is sent.
+    **Transport.** One pooled keep-alive ``httpx`` client serves every call (thread-safe; the chat client runs turns
+    in worker threads). Every request about a session carries its id in the ``X-Session-ID`` header, so a router with
+    session affinity (vllm-router ``--policy consistent_hash``) keeps each session on the replica that holds its KV.
+    Connection errors and 502/503/504 are retried with exponential backoff, then the next of ``fallback_urls`` is
+    tried; an interrupted streamed turn resumes from the tokens already received.
+
+    **Streaming.** When ``on_token`` is given (``create_stream``), the turn is requested with ``"stream": true`` and
+    an SSE or NDJSON answer is read chunk by chunk: each event ``{"token_ids": [...]}`` carries new tokens, the last
+    one also ``finish_reason`` and the fields of the non-streamed answer. A server that answers plain JSON is read as
+    before (tokens reported once the turn is complete). ``cancel`` is checked between chunks; closing the stream
+    aborts the request on the server.
+
+    **Lost sessions.** A turn that a replica answers without adopting any KV of a session this backend has driven
+    before (the replica restarted, the session expired, or the turn went to another replica), or that is answered
+    404 (unknown session; the turn is re-sent once with ``"rebuild": true``), is a rebuild: the whole logical
+    history is in every request, so nothing is lost; ``GenerationResult.rebuilt`` is set (the chat client logs a
+    ``MementoSessionRebuildEvent``) and the session's ``rebuilds`` counter grows.
 
     Args:
-        base_url: the server root (``http://host:port``).
+        base_url: the server or router root (``http://host:port``).
         tokenizer: the served model's tokenizer (a path or name, or a loaded tokenizer).
         model_name: a display name (default: the tokenizer path).
-        timeout_s: HTTP timeout of one turn.
+        timeout_s: longest wait for a response or for the next streamed chunk.
+        connect_timeout_s: longest wait to open a connection.
+        max_retries: retries per server on connection errors and 502/503/504.
+        retry_backoff_s: first retry delay (doubled per retry, capped at ``retry_backoff_max_s``).
+        fallback_urls: servers tried in order once the current one stays unreachable.
+        stream: request streamed turns when tokens are wanted as they come.
+        max_connections: size of the connection pool.
 
     Example:
 
@@ -79,6 +132,13 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         *,
         model_name: str | None = None,
         timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+        max_retries: int = 3,
+        retry_backoff_s: float = 0.25,
+        retry_backoff_max_s: float = 8.0,
+        fallback_urls: Sequence[str] = (),
+        stream: bool = True,
+        max_connections: int = 64,
         trust_remote_code: bool = False,
     ) -> None:
         cfg = build_config(
@@ -88,13 +148,23 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             tokenizer=tokenizer if isinstance(tokenizer, str) else "<in-memory tokenizer>",
             model_name=model_name,
             timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_retries=max_retries,
+            retry_backoff_s=retry_backoff_s,
+            retry_backoff_max_s=retry_backoff_max_s,
+            fallback_urls=list(fallback_urls),
+            stream=stream,
+            max_connections=max_connections,
             trust_remote_code=trust_remote_code,
         )
-        if not cfg.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {cfg.base_url!r}")
-        self._base = cfg.base_url.rstrip("/")
-        self._timeout = cfg.timeout_s
-        self._trust = cfg.trust_remote_code
+        for url in [cfg.base_url, *cfg.fallback_urls]:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"server urls must start with http:// or https://, got {url!r}")
+        self._cfg = cfg
+        self._bases = [u.rstrip("/") for u in [cfg.base_url, *cfg.fallback_urls]]
+        self._active = 0
+        self._http_client: httpx.Client | None = None
+        self._http_lock = threading.Lock()
         self._tokenizer_path = portable_model_name(cfg.tokenizer) if isinstance(tokenizer, str) else None
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
@@ -103,28 +173,75 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=cfg.trust_remote_code)
         self._tok = tokenizer
         self._name = cfg.model_name or self._tokenizer_path or "vllm"
-        cfg = self._request("GET", "/v1/memento/config")
-        self._memento = MementoConfig(**cfg["memento"])
-        self._ids = MementoTokenIds(*cfg["token_ids"])
+        server = self._request("GET", "/v1/memento/config")
+        if not isinstance(server, dict):
+            raise RuntimeError(f"{self._bases[0]} has no memento session API (GET /v1/memento/config: 404)")
+        self._memento = MementoConfig(**server["memento"])
+        self._ids = MementoTokenIds(*server["token_ids"])
         if MementoTokenIds.from_tokenizer(self._tok) != self._ids:
             raise ValueError("the tokenizer's memento token ids differ from the server's")
-        self._max_len = int(cfg["max_model_len"])
+        self._max_len = int(server["max_model_len"])
         self._stats: dict[str, SessionStats] = {}
         self._lock = threading.Lock()
 
     # --- HTTP ------------------------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self._base + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-                return json.loads(resp.read().decode() or "null")
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
+    @property
+    def _http(self) -> httpx.Client:
+        """The pooled keep-alive client (created on first use, again after :meth:`close`)."""
+        with self._http_lock:
+            if self._http_client is None or self._http_client.is_closed:
+                cfg = self._cfg
+                self._http_client = httpx.Client(
+                    timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
+                    limits=httpx.Limits(
+                        max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections
+                    ),
+                    headers={"Content-Type": "application/json"},
+                )
+            return self._http_client
+
+    @staticmethod
+    def _headers(session_id: str | None) -> dict[str, str]:
+        return {SESSION_HEADER: session_id} if session_id is not None else {}
+
+    def _with_retries(self, attempt: Callable[[str], _T], what: str, cancel: threading.Event | None = None) -> _T:
+        """Run ``attempt(base_url)`` until it succeeds: retried with backoff per server, then on the next server."""
+        cfg = self._cfg
+        last: Exception | None = None
+        start = self._active
+        for k in range(len(self._bases)):
+            idx = (start + k) % len(self._bases)
+            for retry in range(cfg.max_retries + 1):
+                if retry:
+                    delay = min(cfg.retry_backoff_max_s, cfg.retry_backoff_s * 2 ** (retry - 1))
+                    if cancel is not None and cancel.wait(delay):
+                        raise _Cancelled()
+                    if cancel is None:
+                        time.sleep(delay)
+                try:
+                    out = attempt(self._bases[idx])
+                except _RETRY_ERRORS as e:
+                    last = e
+                    continue
+                self._active = idx
+                return out
+        tried = ", ".join(self._bases)
+        raise RuntimeError(f"{what}: no server answered after {cfg.max_retries + 1} tries each ({tried}): {last}")
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None, session: str | None = None) -> Any:
+        """Send one JSON request with retries; the decoded answer, or ``None`` on 404."""
+
+        def attempt(base: str) -> Any:
+            resp = self._http.request(method, base + path, json=body, headers=self._headers(session))
+            if resp.status_code in RETRY_STATUSES:
+                raise _Retryable(f"HTTP {resp.status_code}")
+            if resp.status_code == 404:
                 return None
-            raise RuntimeError(f"{method} {path}: HTTP {e.code}: {e.read().decode(errors='replace')}") from e
+            if resp.status_code >= 400:
+                raise RuntimeError(f"{method} {path}: HTTP {resp.status_code}: {resp.text}")
+            return json.loads(resp.text or "null")
+
+        return self._with_retries(attempt, f"{method} {path}")
 
     @staticmethod
     def _sid(session_id: str) -> str:
@@ -166,33 +283,28 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             raise ValueError("empty prompt: nothing to condition on")
         if len(prompt_ids) >= self._max_len:
             return GenerationResult([], "length", 0, False, 0)
-        body = {
-            "prompt_token_ids": [int(t) for t in prompt_ids],
-            "max_tokens": min(params.max_new_tokens, self._max_len - len(prompt_ids)),
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "top_k": params.top_k,
-            "seed": params.seed,
-            "stop_token_ids": [int(t) for t in params.stop_token_ids],
-        }
-        out = self._request("POST", f"/v1/memento/sessions/{self._sid(session_id)}/generate", body)
-        tokens = [int(t) for t in out["token_ids"]]
-        if on_token is not None:
-            for t in tokens:
-                on_token(t)
-        reason: FinishReason = "stop" if out["finish_reason"] == "stop" else "length"
+        turn = _Turn(self, session_id, [int(t) for t in prompt_ids], params, on_token, cancel)
+        with self._lock:
+            turn.held = session_id in self._stats
+        try:
+            out = self._with_retries(turn.attempt, f"session {session_id!r} turn", cancel)
+        except _Cancelled:
+            return GenerationResult(list(turn.got), "cancelled", 0, False, 0)
+        tokens = list(turn.got)
+        lost = turn.lost_session(out)
         stats = out.get("stats") or {}
-        self._record(session_id, out, len(prompt_ids), len(tokens))
+        reason: FinishReason = "stop" if out.get("finish_reason") == "stop" else "length"
+        self._record(session_id, out, len(prompt_ids), len(tokens), lost)
         return GenerationResult(
             tokens,
             reason,
-            int(out.get("prompt_tokens", len(prompt_ids))),
-            bool(out.get("rebuilt", False)),
+            int(out.get("prompt_tokens", turn.sent_len)),
+            bool(out.get("rebuilt", False)) or lost,
             int(out.get("evictions", 0)),
             int(stats.get("forced_block_ends", 0)),
         )
 
-    def _record(self, session_id: str, out: dict[str, Any], prompt_len: int, generated: int) -> None:
+    def _record(self, session_id: str, out: dict[str, Any], prompt_len: int, generated: int, lost: bool) -> None:
         stats = out.get("stats") or {}
         sess = out.get("session") or {}
         with self._lock:
@@ -201,7 +313,7 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             st.generated_tokens += generated
             st.evictions += int(stats.get("evictions", 0))
             st.evicted_tokens += int(stats.get("evicted_tokens", 0))
-            st.rebuilds += int(bool(stats.get("rebuilt", False)))
+            st.rebuilds += int(bool(stats.get("rebuilt", False)) or lost)
             st.anomalies += int(stats.get("anomalies", 0))
             st.live_kv_tokens = int(sess.get("kv_tokens", 0))
             st.peak_kv_tokens = max(st.peak_kv_tokens, int(stats.get("peak_live_tokens", 0)))
@@ -214,7 +326,7 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
 
     def session_info(self, session_id: str) -> dict[str, Any] | None:
         """The server's accounting of one session (pages, KV tokens, logical tokens, idle seconds)."""
-        info = self._request("GET", f"/v1/memento/sessions/{self._sid(session_id)}")
+        info = self._request("GET", f"/v1/memento/sessions/{self._sid(session_id)}", session=session_id)
         return info if isinstance(info, dict) else None
 
     def session_ids(self) -> list[str]:
@@ -222,21 +334,24 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         return [str(s["session_id"]) for s in out.get("sessions", [])]
 
     def close_session(self, session_id: str) -> None:
-        self._request("DELETE", f"/v1/memento/sessions/{self._sid(session_id)}")
+        self._request("DELETE", f"/v1/memento/sessions/{self._sid(session_id)}", session=session_id)
         with self._lock:
             self._stats.pop(session_id, None)
+
+    def close(self) -> None:
+        """Release every session and the connection pool (a later call opens a new pool)."""
+        try:
+            super().close()
+        finally:
+            with self._http_lock:
+                if self._http_client is not None:
+                    self._http_client.close()
 
     # --- component ---------------------------------------------------------------------------------------------------
     def _to_config(self) -> VLLMBackendConfig:
         if self._tokenizer_path is None:
             raise ValueError("a backend built with a tokenizer object cannot be serialised; pass its path")
-        return VLLMBackendConfig(
-            base_url=self._base,
-            tokenizer=self._tokenizer_path,
-            model_name=self._name,
-            timeout_s=self._timeout,
-            trust_remote_code=self._trust,
-        )
+        return self._cfg.model_copy(update={"tokenizer": self._tokenizer_path, "model_name": self._name})
 
     @classmethod
     def _from_config(cls, config: VLLMBackendConfig) -> Self:
@@ -245,5 +360,141 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             config.tokenizer,
             model_name=config.model_name,
             timeout_s=config.timeout_s,
+            connect_timeout_s=config.connect_timeout_s,
+            max_retries=config.max_retries,
+            retry_backoff_s=config.retry_backoff_s,
+            retry_backoff_max_s=config.retry_backoff_max_s,
+            fallback_urls=config.fallback_urls,
+            stream=config.stream,
+            max_connections=config.max_connections,
             trust_remote_code=config.trust_remote_code,
         )
+
+
+class _Cancelled(Exception):
+    """The caller's cancel event was set during a turn."""
+
+
+class _Turn:
+    """One session turn across attempts: tokens already received survive a retry, which resumes after them."""
+
+    def __init__(
+        self,
+        backend: VLLMBackend,
+        session_id: str,
+        prompt: list[int],
+        params: SamplingParams,
+        on_token: TokenCallback | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.b = backend
+        self.sid = session_id
+        self.prompt = prompt
+        self.params = params
+        self.on_token = on_token
+        self.cancel = cancel
+        self.got: list[int] = []
+        self.held = False  # a server holds this session's KV (an earlier turn, or tokens of this one)
+        self.prior = False  # ``held`` when the last attempt was sent
+        self.rebuild = False  # the server said 404 (unknown session): re-send with "rebuild": true
+        self.sent_len = len(prompt)
+
+    def body(self) -> dict[str, Any]:
+        """The request body of the next attempt: the whole logical sequence, tokens received so far included."""
+        seq = self.prompt + self.got
+        self.sent_len = len(seq)
+        p = self.params
+        body: dict[str, Any] = {
+            "prompt_token_ids": seq,
+            "max_tokens": min(p.max_new_tokens - len(self.got), self.b.max_model_len - len(seq)),
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "top_k": p.top_k,
+            "seed": p.seed,
+            "stop_token_ids": [int(t) for t in p.stop_token_ids],
+        }
+        if self.on_token is not None and self.b._cfg.stream:
+            body["stream"] = True
+        if self.rebuild:
+            body["rebuild"] = True
+        return body
+
+    def finished_locally(self) -> dict[str, Any] | None:
+        """The turn's end when the tokens already received complete it (a stream cut after its last token)."""
+        stops = {int(t) for t in self.params.stop_token_ids}
+        if self.got and self.got[-1] in stops:
+            return {"finish_reason": "stop", "prompt_tokens": 0}
+        seq_len = len(self.prompt) + len(self.got)
+        if self.got and (len(self.got) >= self.params.max_new_tokens or seq_len >= self.b.max_model_len):
+            return {"finish_reason": "length", "prompt_tokens": 0}
+        return None
+
+    def attempt(self, base: str) -> dict[str, Any]:
+        """Send the turn to one server; the final answer (tokens accumulate in :attr:`got`)."""
+        done = self.finished_locally()
+        if done is not None:
+            return done
+        self.prior = self.held
+        path = f"/v1/memento/sessions/{self.b._sid(self.sid)}/generate"
+        headers = {**self.b._headers(self.sid), "Accept": ", ".join(["application/json", *_STREAM_TYPES])}
+        with self.b._http.stream("POST", base + path, json=self.body(), headers=headers) as resp:
+            if resp.status_code in RETRY_STATUSES:
+                raise _Retryable(f"HTTP {resp.status_code}")
+            if resp.status_code == 404 and not self.rebuild:
+                self.rebuild = True  # the replica does not know the session: rebuild it from the history sent
+                return self.attempt(base)
+            if resp.status_code >= 400:
+                raise RuntimeError(f"POST {path}: HTTP {resp.status_code}: {resp.read().decode(errors='replace')}")
+            kind = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind in _STREAM_TYPES:
+                return self._read_stream(resp, sse=kind == "text/event-stream")
+            out: dict[str, Any] = json.loads(resp.read().decode() or "null")
+        self._take(out.get("token_ids") or [])
+        return out
+
+    def _take(self, ids: Sequence[int]) -> None:
+        for t in ids:
+            self.got.append(int(t))
+            if self.on_token is not None:
+                self.on_token(int(t))
+        if ids:
+            self.held = True  # the server now holds this turn's tokens: a resume elsewhere is a rebuild
+
+    def _read_stream(self, resp: httpx.Response, *, sse: bool) -> dict[str, Any]:
+        """Read a streamed turn; raises :class:`_Retryable` when it ends before its final event."""
+        for event in _events(resp.iter_lines(), sse=sse):
+            if "error" in event:
+                raise RuntimeError(f"session {self.sid!r}: server error during the turn: {event['error']}")
+            self._take(event.get("token_ids") or [])
+            if event.get("finish_reason") is not None:
+                return event
+            if self.cancel is not None and self.cancel.is_set():
+                raise _Cancelled()  # leaving the ``with`` closes the stream: the server aborts the request
+        raise _Retryable("the stream ended before the turn finished")
+
+    def lost_session(self, out: dict[str, Any]) -> bool:
+        """Whether the answering server rebuilt a session another server (or its former self) held."""
+        if not self.prior:
+            return False  # a new session (a strict server's 404 on a first turn included)
+        if self.rebuild:
+            return True
+        if "prompt_tokens" not in out or out.get("rebuilt"):
+            return False
+        return int(out["prompt_tokens"]) >= self.sent_len  # nothing adopted
+
+
+def _events(lines: Iterator[str], *, sse: bool) -> Iterator[dict[str, Any]]:
+    """JSON events of an SSE (``data: {...}`` lines, ``data: [DONE]``) or NDJSON (one object a line) body."""
+    for raw in lines:
+        line = raw.strip()
+        if sse:
+            if not line.startswith("data:"):
+                continue  # comments, event names, ids, blank separators
+            line = line[5:].strip()
+        if not line:
+            continue
+        if line == "[DONE]":
+            return
+        event = json.loads(line)
+        if isinstance(event, dict):
+            yield event
