@@ -13,12 +13,8 @@ from ._compactor import (
     log_compaction,
     memento_line,
 )
-from ._context import (
-    STATE_VERSION,
-    MementoChatCompletionContext,
-    MementoChatCompletionContextConfig,
-    client_counter,
-)
+from ._context import STATE_VERSION, MementoChatCompletionContext, MementoChatCompletionContextConfig
+from ._ledger import BlockLedger, BlockLedgerConfig, client_counter
 from ._writers import (
     COMPRESSION_PROMPT,
     JUDGE_PROMPT,
@@ -40,6 +36,8 @@ __all__ = [
     "STATE_VERSION",
     "Block",
     "BlockBuilder",
+    "BlockLedger",
+    "BlockLedgerConfig",
     "BlockKind",
     "ClosureMementoWriter",
     "ClosureMementoWriterConfig",

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from autogen_core import EVENT_LOGGER_NAME, CancellationToken, Component, ComponentModel
 from autogen_core.model_context import ChatCompletionContext
-from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
+from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage
 from pydantic import TypeAdapter
 from typing_extensions import Self
 
-from ..store import BlockStore, StoredBlock
-from ..store._checks import build_config, require_type
-from ._blocks import Block, BlockBuilder, TokenCounter, approx_tokens
-from ._compactor import (
-    CompactionPolicy,
-    MementoSystemOverBudgetEvent,
-    ViewStats,
-    compact,
-    leading_system_blocks,
-    log_compaction,
-)
-from ._writers import MementoWriter, ObservationMaskingWriter
+from ..memory import MementoMemory
+from ..store import BlockStore
+from ..store._checks import build_config
+from ._blocks import Block, BlockBuilder
+from ._compactor import CompactionPolicy, MementoSystemOverBudgetEvent, ViewStats, leading_system_blocks, log_compaction
+from ._ledger import BlockLedger, BlockLedgerConfig
+from ._writers import MementoWriter
 
 logger = logging.getLogger(__name__)
 
@@ -33,29 +28,9 @@ _OWNER = "MementoChatCompletionContext"
 _MESSAGE = TypeAdapter(LLMMessage)
 
 
-def client_counter(client: ChatCompletionClient | None) -> TokenCounter:
-    """A token counter from a model client's ``count_tokens``, falling back to :func:`approx_tokens` on errors.
-
-    The fallback matters because ``count_tokens`` raises offline for OpenAI clients (tiktoken downloads).
-    """
-    if client is None:
-        return approx_tokens
-
-    def count(messages: Sequence[LLMMessage]) -> int:
-        try:
-            return int(client.count_tokens(messages))
-        except Exception:  # noqa: BLE001 - counting must never break the agent
-            return approx_tokens(messages)
-
-    return count
-
-
-class MementoChatCompletionContextConfig(CompactionPolicy):
+class MementoChatCompletionContextConfig(BlockLedgerConfig):
     """Configuration of :class:`MementoChatCompletionContext` (the compaction policy fields plus its parts)."""
 
-    writer: ComponentModel | None = None
-    store: ComponentModel | None = None
-    memory: ComponentModel | None = None
     model_client: ComponentModel | None = None
     name: str | None = None
     initial_messages: list[LLMMessage] | None = None
@@ -129,14 +104,11 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         max_llm_mementos_per_call: int = 16,
         writer: MementoWriter | None = None,
         store: BlockStore | None = None,
-        memory: Any | None = None,
+        memory: MementoMemory | None = None,
         model_client: ChatCompletionClient | None = None,
         name: str | None = None,
         initial_messages: list[LLMMessage] | None = None,
     ) -> None:
-        from ..memory import MementoMemory
-        from ..store import InMemoryBlockStore
-
         # One source of rules: the Config validates every plain value; the parts are checked by type.
         config = build_config(
             MementoChatCompletionContextConfig,
@@ -150,23 +122,22 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
             name=name,
             initial_messages=initial_messages,
         )
-        require_type(writer, MementoWriter, "writer", _OWNER)
-        require_type(store, BlockStore, "store", _OWNER)
-        require_type(memory, MementoMemory, "memory", _OWNER)
-        require_type(model_client, ChatCompletionClient, "model_client", _OWNER)
-        self._policy = CompactionPolicy.model_validate(config.model_dump(include=set(CompactionPolicy.model_fields)))
-        self._writer: MementoWriter = writer if writer is not None else ObservationMaskingWriter()
-        self._store: BlockStore = store if store is not None else InMemoryBlockStore()
-        self._memory: MementoMemory | None = memory
+        policy = CompactionPolicy.model_validate(config.model_dump(include=set(CompactionPolicy.model_fields)))
+        self._ledger = BlockLedger(
+            policy, writer=writer, store=store, memory=memory, model_client=model_client, owner=_OWNER
+        )
+        self._policy = policy
+        self._store = self._ledger.store
+        self._memory = memory
         self._model_client = model_client
-        self._counter = client_counter(model_client)
+        self._counter = self._ledger.counter
         self._name = config.name
         self._prefix = config.name or uuid.uuid4().hex[:6]
         self._seq_base = 0
         self._builder = BlockBuilder(self._counter)
         self._announced: set[int] = set()
         self._memory_message: LLMMessage | None = None
-        self._memory_source: Any | None = None
+        self._memory_source: MementoMemory | None = None
         self._system_warned = False
         self.trace: list[ViewStats] = []
         super().__init__(None)
@@ -186,10 +157,10 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
 
     @property
     def writer(self) -> MementoWriter:
-        return self._writer
+        return self._ledger.writer
 
     @property
-    def memory(self) -> Any | None:
+    def memory(self) -> MementoMemory | None:
         return self._memory
 
     @property
@@ -207,17 +178,7 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         return f"{self._prefix}-{self._seq_base + seq}"
 
     def _archive(self, block: Block) -> None:
-        self._store.append(
-            StoredBlock(
-                block_id=block.block_id,
-                agent=block.agent,
-                kind=block.kind,
-                messages=block.messages,
-                tokens=block.tokens,
-                scope=self._prefix,
-                seq=self._seq_base + block.seq,
-            )
-        )
+        self._ledger.archive(block, scope=self._prefix, seq=self._seq_base + block.seq)
 
     # --- the system message ------------------------------------------------------------------------------------
     def _refuse_oversized_system(self, initial_messages: list[LLMMessage]) -> None:
@@ -283,26 +244,21 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         if block.seq in self._announced or block.memento is None:
             return
         self._announced.add(block.seq)
-        mtok = self._counter([UserMessage(content=block.memento, source="memento")])
-        if block.closed:
-            self._store.set_memento(block.block_id, block.memento, block.memento_source or "", mtok)
-        if self._memory is not None:
-            await self._memory.add_memento(block.memento, agent=block.agent, block_id=block.block_id, kind=block.kind)
+        await self._ledger.record_memento(block)
 
     def set_memory_message(self, message: LLMMessage | None) -> None:
         """Show ``message`` (one memory message, replacing the previous one) in the next views."""
         self._memory_message = message
         self._memory_source = None
 
-    def attach_memory(self, memory: Any) -> None:
+    def attach_memory(self, memory: MementoMemory) -> None:
         """Show ``memory``'s message in the next views, rendered at each view without this context's own blocks."""
         self._memory_source = memory
         self._memory_message = None
 
     def _current_memory_message(self) -> LLMMessage | None:
         if self._memory_source is not None:
-            msg: LLMMessage | None = self._memory_source.render_message({b.block_id for b in self._builder.blocks})
-            return msg
+            return self._memory_source.render_message({b.block_id for b in self._builder.blocks})
         return self._memory_message
 
     # --- the view ----------------------------------------------------------------------------------------------
@@ -312,14 +268,8 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
 
     async def get_view(self, cancellation_token: CancellationToken | None = None) -> list[LLMMessage]:
         """Like :meth:`get_messages`, with a cancellation token for the writer's model calls."""
-        view, stats = await compact(
-            self._builder.blocks,
-            self._policy,
-            self._writer,
-            self._counter,
-            memory_message=self._current_memory_message(),
-            on_memento=self._on_memento,
-            cancellation_token=cancellation_token,
+        view, stats = await self._ledger.view(
+            self._builder.blocks, self._current_memory_message(), cancellation_token, on_memento=self._on_memento
         )
         self.trace.append(stats)
         log_compaction(self._prefix, stats)
@@ -400,8 +350,7 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
         for b in self._builder.blocks:
             if b.closed and b.memento is not None:
                 # A fresh store (another process) gets the mementos too; an existing one keeps its first record.
-                mtok = self._counter([UserMessage(content=b.memento, source="memento")])
-                self._store.set_memento(b.block_id, b.memento, b.memento_source or "", mtok)
+                self._ledger.store_memento(b)
         raw_memory = state.get("memory_message")
         self._memory_message = _MESSAGE.validate_python(raw_memory) if raw_memory is not None else None
         attached = bool(state.get("memory_attached")) and self._memory is not None
@@ -426,17 +375,8 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
 
     # --- component config --------------------------------------------------------------------------------------
     def _to_config(self) -> MementoChatCompletionContextConfig:
-        p = self._policy
         return MementoChatCompletionContextConfig(
-            keep_last_n_blocks=p.keep_last_n_blocks,
-            trigger=p.trigger,
-            token_limit=p.token_limit,
-            low_watermark=p.low_watermark,
-            pin_first_blocks=p.pin_first_blocks,
-            max_llm_mementos_per_call=p.max_llm_mementos_per_call,
-            writer=self._writer.dump_component(),
-            store=self._store.dump_component(),
-            memory=self._memory.dump_component() if self._memory is not None else None,
+            **self._ledger.config_fields(),
             model_client=self._model_client.dump_component() if self._model_client is not None else None,
             name=self._name,
             initial_messages=self._initial_messages,
@@ -444,18 +384,8 @@ class MementoChatCompletionContext(ChatCompletionContext, Component[MementoChatC
 
     @classmethod
     def _from_config(cls, config: MementoChatCompletionContextConfig) -> Self:
-        from ..memory import MementoMemory
-
         return cls(
-            keep_last_n_blocks=config.keep_last_n_blocks,
-            trigger=config.trigger,
-            token_limit=config.token_limit,
-            low_watermark=config.low_watermark,
-            pin_first_blocks=config.pin_first_blocks,
-            max_llm_mementos_per_call=config.max_llm_mementos_per_call,
-            writer=MementoWriter.load_component(config.writer) if config.writer else None,
-            store=BlockStore.load_component(config.store) if config.store else None,
-            memory=MementoMemory.load_component(config.memory) if config.memory else None,
+            **BlockLedger.parts_from_config(config),
             model_client=ChatCompletionClient.load_component(config.model_client) if config.model_client else None,
             name=config.name,
             initial_messages=config.initial_messages,

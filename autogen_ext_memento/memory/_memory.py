@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from autogen_core import CancellationToken, Component, Image
 from autogen_core.memory import Memory, MemoryContent, MemoryMimeType, MemoryQueryResult, UpdateContextResult
@@ -58,6 +58,19 @@ def _load_entry(raw: Mapping[str, Any]) -> MemoryContent:
     if raw.get("mime_enum"):
         data["mime_type"] = MemoryMimeType(data["mime_type"])
     return MemoryContent.model_validate(data)
+
+
+@runtime_checkable
+class MemoryHost(Protocol):
+    """A model context that shows a memory's message itself, rendered at each view (how the memory talks to it).
+
+    :class:`~autogen_ext_memento.context.MementoChatCompletionContext` is one: it leaves out the mementos of the
+    blocks it already shows, so a memento is never shown twice.
+    """
+
+    def attach_memory(self, memory: MementoMemory) -> None:
+        """Show ``memory``'s message in the next views."""
+        ...
 
 
 class MementoMemoryConfig(BaseModel):
@@ -188,11 +201,9 @@ class MementoMemory(Memory, Component[MementoMemoryConfig]):
 
     async def update_context(self, model_context: ChatCompletionContext) -> UpdateContextResult:
         """Inject the bounded memento message into ``model_context`` (replacing an earlier injection)."""
-        from ..context import MementoChatCompletionContext
-
         message = self.render_message()
         chosen = self.select() if message is not None else []
-        if isinstance(model_context, MementoChatCompletionContext):
+        if isinstance(model_context, MemoryHost):
             # The context renders the message at each view, leaving out the mementos of its own blocks.
             model_context.attach_memory(self)
         else:

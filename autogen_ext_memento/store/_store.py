@@ -16,6 +16,7 @@ from autogen_core.models import LLMMessage
 from pydantic import BaseModel, Field, TypeAdapter, field_validator
 from typing_extensions import Self
 
+from ..chat_format import transcript
 from ._checks import build_config
 
 _MESSAGES = TypeAdapter(list[LLMMessage])
@@ -338,9 +339,7 @@ class SQLiteBlockStore(BlockStore, Component[SQLiteBlockStoreConfig]):
 
 def stored_text(block: StoredBlock) -> str:
     """A stored block as readable text in the agent chat format (what ``recall_block`` returns)."""
-    from ..context._blocks import Block
-
-    return Block(seq=block.seq, kind=block.kind, agent=block.agent, messages=list(block.messages)).transcript()  # type: ignore[arg-type]
+    return transcript(block.messages)
 
 
 def dumps_messages(messages: Sequence[LLMMessage]) -> str:

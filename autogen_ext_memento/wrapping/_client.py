@@ -16,17 +16,23 @@ from autogen_core.models import (
     ModelInfo,
     RequestUsage,
     SystemMessage,
-    UserMessage,
 )
 from autogen_core.tools import Tool, ToolSchema
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from typing_extensions import Self
 
-from ..context._blocks import Block, approx_tokens, build_blocks
-from ..context._compactor import CompactionPolicy, ViewStats, compact, log_compaction
-from ..context._context import client_counter
-from ..context._writers import MementoWriter, ObservationMaskingWriter
-from ..store import BlockStore, InMemoryBlockStore, StoredBlock
+from ..context import (
+    BlockLedger,
+    BlockLedgerConfig,
+    CompactionPolicy,
+    MementoWriter,
+    ViewStats,
+    approx_tokens,
+    build_blocks,
+    log_compaction,
+)
+from ..memory import MementoMemory
+from ..store import BlockStore
 from ..store._checks import build_config, require_type
 
 logger = logging.getLogger(__name__)
@@ -44,13 +50,10 @@ class _Caller:
     trace: list[ViewStats] = field(default_factory=list)
 
 
-class MementoContextClientConfig(CompactionPolicy):
+class MementoContextClientConfig(BlockLedgerConfig):
     """Configuration of :class:`MementoContextClient` (the compaction policy fields plus the parts it wires)."""
 
     model_client: ComponentModel
-    writer: ComponentModel | None = None
-    store: ComponentModel | None = None
-    memory: ComponentModel | None = None
     name: str | None = None
 
 
@@ -115,11 +118,9 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
         max_llm_mementos_per_call: int = 16,
         writer: MementoWriter | None = None,
         store: BlockStore | None = None,
-        memory: Any | None = None,
+        memory: MementoMemory | None = None,
         name: str | None = None,
     ) -> None:
-        from ..memory import MementoMemory
-
         # One source of rules: the policy part of the Config validates the values; the parts are checked by type.
         self._policy = build_config(
             CompactionPolicy,
@@ -132,17 +133,14 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
             max_llm_mementos_per_call=max_llm_mementos_per_call,
         )
         require_type(model_client, ChatCompletionClient, "model_client", _OWNER, optional=False)
-        require_type(writer, MementoWriter, "writer", _OWNER)
-        require_type(store, BlockStore, "store", _OWNER)
-        require_type(memory, MementoMemory, "memory", _OWNER)
+        self._ledger = BlockLedger(
+            self._policy, writer=writer, store=store, memory=memory, model_client=model_client, owner=_OWNER
+        )
         require_type(name, str, "name", _OWNER)
         self._client = model_client
-        self._writer: MementoWriter = writer if writer is not None else ObservationMaskingWriter()
-        self._store: BlockStore = store if store is not None else InMemoryBlockStore()
-        self._memory: MementoMemory | None = memory
         self._name = name
         self._prefix = name or "ctx"
-        self._counter = client_counter(model_client)
+        self._counter = self._ledger.counter
         self._callers: dict[str, _Caller] = {}
 
     # --- introspection -----------------------------------------------------------------------------------------
@@ -152,11 +150,11 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
 
     @property
     def store(self) -> BlockStore:
-        return self._store
+        return self._ledger.store
 
     @property
-    def memory(self) -> Any | None:
-        return self._memory
+    def memory(self) -> MementoMemory | None:
+        return self._ledger.memory
 
     def callers(self) -> list[str]:
         """Ids of the callers seen so far."""
@@ -199,39 +197,10 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
             if cached is not None and b.closed:
                 b.memento, b.memento_source, b.compacted = cached
             if b.closed and b.block_id not in state.archived:
-                self._store.append(
-                    StoredBlock(
-                        block_id=b.block_id,
-                        agent=b.agent,
-                        kind=b.kind,
-                        messages=b.messages,
-                        tokens=b.tokens,
-                        scope=cid,
-                        seq=b.seq,
-                    )
-                )
+                self._ledger.archive(b, scope=cid, seq=b.seq)
                 state.archived.add(b.block_id)
-        own = {b.block_id for b in blocks}
-        memory_message = self._memory.render_message(own) if self._memory is not None else None
-
-        async def on_memento(block: Block) -> None:
-            assert block.memento is not None
-            mtok = self._counter([UserMessage(content=block.memento, source="memento")])
-            self._store.set_memento(block.block_id, block.memento, block.memento_source or "", mtok)
-            if self._memory is not None:
-                await self._memory.add_memento(
-                    block.memento, agent=block.agent, block_id=block.block_id, kind=block.kind
-                )
-
-        view, stats = await compact(
-            blocks,
-            self._policy,
-            self._writer,
-            self._counter,
-            memory_message=memory_message,
-            on_memento=on_memento,
-            cancellation_token=cancellation_token,
-        )
+        memory_message = self._ledger.memory_message({b.block_id for b in blocks})
+        view, stats = await self._ledger.view(blocks, memory_message, cancellation_token)
         for b in blocks:
             if b.memento is not None and b.closed:
                 state.mementos[b.digest()] = (b.memento, b.memento_source, b.compacted)
@@ -351,35 +320,14 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
 
     # --- component config --------------------------------------------------------------------------------------
     def _to_config(self) -> MementoContextClientConfig:
-        p = self._policy
         return MementoContextClientConfig(
-            model_client=self._client.dump_component(),
-            keep_last_n_blocks=p.keep_last_n_blocks,
-            trigger=p.trigger,
-            token_limit=p.token_limit,
-            low_watermark=p.low_watermark,
-            pin_first_blocks=p.pin_first_blocks,
-            max_llm_mementos_per_call=p.max_llm_mementos_per_call,
-            writer=self._writer.dump_component(),
-            store=self._store.dump_component(),
-            memory=self._memory.dump_component() if self._memory is not None else None,
-            name=self._name,
+            **self._ledger.config_fields(), model_client=self._client.dump_component(), name=self._name
         )
 
     @classmethod
     def _from_config(cls, config: MementoContextClientConfig) -> Self:
-        from ..memory import MementoMemory
-
         return cls(
             ChatCompletionClient.load_component(config.model_client),
-            keep_last_n_blocks=config.keep_last_n_blocks,
-            trigger=config.trigger,
-            token_limit=config.token_limit,
-            low_watermark=config.low_watermark,
-            pin_first_blocks=config.pin_first_blocks,
-            max_llm_mementos_per_call=config.max_llm_mementos_per_call,
-            writer=MementoWriter.load_component(config.writer) if config.writer else None,
-            store=BlockStore.load_component(config.store) if config.store else None,
-            memory=MementoMemory.load_component(config.memory) if config.memory else None,
+            **BlockLedger.parts_from_config(config),
             name=config.name,
         )
