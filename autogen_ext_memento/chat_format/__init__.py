@@ -1,5 +1,6 @@
 """The agent chat format: AutoGen messages rendered as memento-grammar turns, and completions parsed back."""
 
+from ..grammar import format_block
 from ._format import (
     ParsedCompletion,
     Rendering,
@@ -31,7 +32,6 @@ from ._text import (
     build_closure,
     closure_memento,
     escape_untrusted,
-    format_block,
     memento_in,
     split_closure,
     split_think,

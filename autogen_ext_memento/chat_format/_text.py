@@ -33,7 +33,6 @@ from ..grammar import (
     BlockTracker,
     MementoTokenIds,
     escape_special,
-    format_block,
 )
 
 IM_START = "<|im_start|>"
@@ -47,28 +46,6 @@ THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 CLOSURE_PREFIX = BLOCK_END + SUMMARY_START
 
-__all__ = [
-    "CHAT_TOKENS",
-    "CLOSURE_PREFIX",
-    "IM_END",
-    "IM_START",
-    "THINK_CLOSE",
-    "THINK_OPEN",
-    "TOOL_CALL_CLOSE",
-    "TOOL_CALL_OPEN",
-    "TOOL_RESPONSE_CLOSE",
-    "TOOL_RESPONSE_OPEN",
-    "block_open",
-    "build_closure",
-    "closure_memento",
-    "escape_untrusted",
-    "format_block",
-    "memento_in",
-    "split_closure",
-    "split_think",
-    "tool_response",
-    "wrap_think",
-]
 
 # Text has no vocabulary: each memento token string stands for one of four fixed ids.
 _TEXT_IDS = MementoTokenIds(block_start=0, block_end=1, summary_start=2, summary_end=3)

@@ -14,19 +14,13 @@ from ._agent import (
     messages_from_task_result,
     trajectories_from_record,
 )
+from ._config import PipelineConfig, ReasoningSample
 from ._heuristic import HeuristicChatCompletionClient, HeuristicClientConfig
+from ._io import read_done_ids, read_records
 from ._llm import LLMCallError, LLMRunner, ParseError, Pricing, UsageStats
-from ._pipeline import (
-    AnnotationPipeline,
-    PipelineConfig,
-    ReasoningSample,
-    RunSummary,
-    read_done_ids,
-    read_records,
-    score_windows,
-    summarize_records,
-)
+from ._pipeline import AnnotationPipeline, score_windows
 from ._prompts import PROMPTS, Verdict, fill, load_prompt, parse_boundary_scores, parse_summaries, parse_verdict
+from ._report import RunSummary, summarize_records
 from ._samples import SAMPLE_AGENTCHAT, SAMPLE_REASONING, load_reasoning_inputs, record_sample_agentchat_run
 from ._segment import Segmentation, brute_force_segment, objective, segment
 from ._split import TokenCounter, Unit, is_math, regex_token_count, split_units

@@ -35,14 +35,9 @@ from autogen_core.models import (
 from autogen_core.tools import ToolSchema
 from pydantic import TypeAdapter
 
-from ..chat_format import (
-    CLOSURE_PREFIX,
-    TOOL_RESPONSE_CLOSE,
-    TOOL_RESPONSE_OPEN,
-    render_tool_call,
-    split_closure,
-)
-from ..grammar import SUMMARY_END, escape_special
+from ..chat_format import build_closure, render_tool_call, split_closure, tool_response
+from ..grammar import escape_special
+from ._io import read_jsonl
 
 _LLM_MESSAGE: TypeAdapter[LLMMessage] = TypeAdapter(LLMMessage)
 
@@ -210,11 +205,10 @@ def trajectories_from_record(record: Mapping[str, Any], default_id: str) -> list
 def load_agent_inputs(path: str | Path) -> list[AgentTrajectory]:
     """Trajectories from a ``.json`` file (one record or a list) or a ``.jsonl`` file (one record a line)."""
     p = Path(path)
-    text = p.read_text("utf-8")
     if p.suffix == ".jsonl":
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        records = read_jsonl(p)
     else:
-        data = json.loads(text)
+        data = json.loads(p.read_text("utf-8"))
         records = (
             data
             if isinstance(data, list)
@@ -240,16 +234,13 @@ def agent_blocks(messages: Sequence[LLMMessage]) -> list[AgentBlock]:
             continue
         _, thought = split_closure(m.thought)
         calls = "\n".join(render_tool_call(c.name, c.arguments) for c in m.content)
-        results = "\n".join(
-            f"{TOOL_RESPONSE_OPEN}\n{escape_special(r.content)}\n{TOOL_RESPONSE_CLOSE}" for r in nxt.content
-        )
+        results = "\n".join(tool_response(escape_special(r.content)) for r in nxt.content)
         out.append(AgentBlock(i, i + 1, thought or "", calls, results))
     return out
 
 
-def closure_text(memento: str) -> str:
-    """The closure that ends an observation block with its memento (stored at the start of the next thought)."""
-    return f"{CLOSURE_PREFIX}{escape_special(memento)}{SUMMARY_END}"
+closure_text = build_closure
+"""The closure that ends an observation block with its memento (stored at the start of the next thought)."""
 
 
 def apply_mementos(

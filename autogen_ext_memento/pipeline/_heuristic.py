@@ -40,7 +40,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
 
-from ._split import is_math, regex_token_count, split_units
+from ._split import regex_token_count, split_units
 
 
 class HeuristicClientConfig(BaseModel):

@@ -38,111 +38,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from autogen_core.models import ChatCompletionClient
-from pydantic import BaseModel, ConfigDict, Field
 
-from ..chat_format import render
-from ..grammar import escape_special, format_block
+from ..chat_format import format_block, render, wrap_think
+from ..grammar import escape_special
 from ._agent import AgentTrajectory, agent_blocks, apply_mementos, dump_messages, final_answer
-from ._llm import LLMCallError, LLMRunner, Pricing, UsageStats
+from ._config import PipelineConfig, ReasoningSample
+from ._io import append_line, progress_bar, read_done_ids, read_records
+from ._llm import LLMCallError, LLMRunner, UsageStats
 from ._prompts import fill, load_prompt, parse_boundary_scores, parse_summaries, parse_verdict
+from ._report import RunSummary, summarize_records
 from ._segment import segment
 from ._split import TokenCounter, regex_token_count, split_units
 
 PIPELINE_VERSION = 1
 T = TypeVar("T")
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-
-
-class PipelineConfig(BaseModel):
-    """Settings of the annotation pipeline (defaults follow the published recipe)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_unit_tokens: int = Field(default=5, ge=0, description="atomic units under this many tokens merge")
-    window: int = Field(default=16, ge=2, description="units per boundary-scoring request")
-    second_window: int | None = Field(default=11, ge=2, description="window of the optional second pass")
-    two_pass: bool = Field(default=False, description="score every boundary twice (windows 16 and 11), averaged")
-    lam: float = Field(default=0.5, ge=0, description="weight of the CV penalty in the segmentation")
-    min_block_tokens: int = Field(default=200, ge=0)
-    max_block_tokens: int | None = Field(default=None, ge=1)
-    tau: float = Field(default=8.0, ge=0, le=10, description="judge pass threshold out of 10")
-    rounds: int = Field(default=2, ge=1, description="judge rounds T (compress → judge, then rewrite → judge …)")
-    compress_batch_tokens: int = Field(default=12000, ge=1, description="block tokens per compression request")
-    unit_prompt_chars: int = Field(default=600, ge=50, description="units are cut to this in scoring prompts")
-    problem_prompt_chars: int = Field(default=2000, ge=0)
-    concurrency: int = Field(default=8, ge=1, description="LLM requests in flight")
-    max_retries: int = Field(default=4, ge=0)
-    backoff_base: float = Field(default=1.0, ge=0)
-    backoff_max: float = Field(default=30.0, ge=0)
-    pricing: Pricing = Field(default_factory=Pricing)
-
-
-class ReasoningSample(BaseModel):
-    """An input reasoning trace. ``reasoning`` may be given as ``response`` with a ``<think>…</think>`` part."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    problem: str = ""
-    reasoning: str
-    answer: str = ""
-    domain: str | None = None
-    source: str | None = None
-
-    @classmethod
-    def from_record(cls, rec: Mapping[str, Any], default_id: str) -> ReasoningSample:
-        """Accept ``reasoning``/``trace``/``thinking`` or a ``response`` holding ``<think>…</think>answer``."""
-        data = dict(rec)
-        data.setdefault("id", default_id)
-        data["id"] = str(data["id"])
-        if "reasoning" not in data:
-            for k in ("trace", "thinking"):
-                if k in data:
-                    data["reasoning"] = data[k]
-                    break
-        if "reasoning" not in data and "response" in data:
-            resp = str(data["response"])
-            if THINK_CLOSE in resp:
-                head, _, tail = resp.partition(THINK_CLOSE)
-                data["reasoning"] = head.replace(THINK_OPEN, "", 1).strip("\n")
-                data.setdefault("answer", tail.strip())
-            else:
-                data["reasoning"] = resp
-        if "problem" not in data:
-            data["problem"] = data.get("question", data.get("prompt", ""))
-        return cls.model_validate(data)
-
-
-@dataclass
-class RunSummary:
-    """What a run did and the statistics of the whole output file (including samples of earlier runs)."""
-
-    processed: int = 0
-    skipped: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    usage: dict[str, Any] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "processed": self.processed,
-            "skipped": self.skipped,
-            "failed": dict(self.failed),
-            "usage": self.usage,
-            "elapsed_s": round(self.elapsed_s, 3),
-            **self.stats,
-        }
 
 
 def _cut(text: str, n: int) -> str:
@@ -376,9 +291,7 @@ class AnnotationPipeline:
             format_block(escape_special(w), escape_special(s)) for w, s in zip(works, summaries, strict=True)
         )
         answer = sample.answer.strip()
-        response = (
-            f"{THINK_OPEN}\n{body}\n{THINK_CLOSE}\n\n{answer}" if works else f"{THINK_OPEN}\n{THINK_CLOSE}\n\n{answer}"
-        )
+        response = f"{wrap_think(body)}\n\n{answer}"
         block_tokens = [sum(sizes[a : b + 1]) for a, b in seg.blocks]
         summary_tokens = [self.count_tokens(s) for s in summaries]
         return {
@@ -478,7 +391,7 @@ class AnnotationPipeline:
                 seen.add(s.id)
                 unique.append(s)
         gate = asyncio.Semaphore(max_in_flight_samples or max(2, 2 * self.config.concurrency))
-        bar = _progress(len(unique), progress)
+        bar = progress_bar(len(unique), progress)
         out.parent.mkdir(parents=True, exist_ok=True)
 
         async def one(s: ReasoningSample | AgentTrajectory) -> None:
@@ -493,7 +406,7 @@ class AnnotationPipeline:
                     bar.update(1)
                     return
                 # No await between serialising and the synced append: a cancellation can never tear a record.
-                _append_line(out, json.dumps(rec, ensure_ascii=False))
+                append_line(out, json.dumps(rec, ensure_ascii=False))
                 summary.processed += 1
                 bar.update(1)
                 bar.set_postfix(calls=self.usage.calls, failed=len(summary.failed))
@@ -506,123 +419,3 @@ class AnnotationPipeline:
         summary.elapsed_s = time.monotonic() - start
         summary.stats = summarize_records(read_records(out), tau=self.config.tau, rounds=self.config.rounds)
         return summary
-
-
-def _append_line(path: Path, line: str) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def set_postfix(self, **kw: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="annotate", unit="sample")
-
-
-def read_done_ids(path: str | Path) -> set[str]:
-    """Ids already written to a JSONL output; a torn last line (a crash mid-write) is cut off the file.
-
-    A corrupt line followed by good ones is not a torn write: it raises :class:`ValueError` rather than
-    discarding data.
-    """
-    p = Path(path)
-    if not p.exists():
-        return set()
-    data = p.read_bytes()
-    ids: set[str] = set()
-    pos = keep = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        line = data[pos : nl if nl >= 0 else len(data)]
-        if line.strip():
-            try:
-                ids.add(str(json.loads(line)["id"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                if nl >= 0 and data[nl + 1 :].strip():
-                    raise ValueError(f"{p}: corrupt record at byte {pos} followed by more records") from e
-                break
-            if nl < 0:  # complete JSON but no newline: keep it, terminate it
-                with p.open("ab") as fh:
-                    fh.write(b"\n")
-                return ids
-        if nl < 0:
-            break
-        pos = keep = nl + 1
-    if keep < len(data):
-        with p.open("r+b") as fh:
-            fh.truncate(keep)
-    return ids
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a JSONL output."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text("utf-8").splitlines() if line.strip()]
-
-
-def _dist(xs: Sequence[float]) -> dict[str, float]:
-    if not xs:
-        return {"n": 0}
-    return {
-        "n": len(xs),
-        "mean": round(statistics.fmean(xs), 3),
-        "median": round(float(statistics.median(xs)), 3),
-        "min": round(float(min(xs)), 3),
-        "max": round(float(max(xs)), 3),
-    }
-
-
-def summarize_records(records: Sequence[Mapping[str, Any]], *, tau: float = 8.0, rounds: int = 2) -> dict[str, Any]:
-    """Blocks per sample, block and memento sizes, compression ratio and judge pass rates per round.
-
-    ``pass_rate_by_round[r-1]`` is the fraction of blocks whose memento scored ≥ ``tau`` in some round ≤ ``r``
-    (cumulative, as the published 28% → 92%); ``first_try_pass_rate`` equals its first entry.
-    """
-    blocks_per = [len(r["blocks"]) for r in records]
-    btok = [t for r in records for t in r["block_tokens"]]
-    stok = [t for r in records for t in r["summary_tokens"]]
-    ratios = [s / b for r in records for b, s in zip(r["block_tokens"], r["summary_tokens"], strict=True) if b]
-    n_rounds = max([rounds, *(len(rs) for r in records for rs in r["judge_rounds"])])
-    passed = [0] * n_rounds
-    total_blocks = 0
-    for r in records:
-        for rs in r["judge_rounds"]:
-            total_blocks += 1
-            first = next((x["round"] for x in rs if x["score"] >= tau), None)
-            if first is not None:
-                for k in range(first - 1, n_rounds):
-                    passed[k] += 1
-    kinds: dict[str, int] = {}
-    for r in records:
-        kinds[r.get("kind", "?")] = kinds.get(r.get("kind", "?"), 0) + 1
-    return {
-        "samples": len(records),
-        "kinds": kinds,
-        "blocks": total_blocks,
-        "blocks_per_sample": _dist(blocks_per),
-        "block_tokens": _dist(btok),
-        "summary_tokens": _dist(stok),
-        "compression_ratio": round(sum(stok) / sum(btok), 4) if sum(btok) else 0.0,
-        "block_compression": _dist(ratios),
-        "pass_rate_by_round": [round(p / total_blocks, 4) if total_blocks else 0.0 for p in passed],
-        "mean_judge_score": round(statistics.fmean(s for r in records for s in r["judge_scores"]), 3)
-        if total_blocks
-        else 0.0,
-    }

@@ -18,7 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ._pipeline import ReasoningSample
+from ._config import ReasoningSample
+from ._io import read_json_records
 
 SAMPLE_REASONING = "reasoning_traces.jsonl"
 SAMPLE_AGENTCHAT = "agentchat_run.json"
@@ -32,12 +33,7 @@ def sample_path(name: str) -> Path:
 def load_reasoning_inputs(path: str | Path) -> list[ReasoningSample]:
     """Reasoning samples from a JSONL file (or a JSON list); ids default to ``<stem>-<line>``."""
     p = Path(path)
-    text = p.read_text("utf-8")
-    if p.suffix == ".jsonl":
-        recs = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        data = json.loads(text)
-        recs = data if isinstance(data, list) else [data]
+    recs = read_json_records(p)
     return [ReasoningSample.from_record(r, f"{p.stem}-{n}") for n, r in enumerate(recs)]
 
 
