@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import warnings
@@ -16,7 +15,6 @@ from autogen_core.logging import LLMCallEvent
 from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
-    FinishReasons,
     LLMMessage,
     ModelCapabilities,  # type: ignore[attr-defined]
     ModelFamily,
@@ -28,18 +26,18 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import Self
 
-from ._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
-from .backends import GenerationResult, MementoBackend, SamplingParams, SessionStats
+from ._completion import CallCost, log_call, read_completion, validate_json
+from ._events import MementoMalformedOutputEvent
+from .backends import MementoBackend, SamplingParams, SessionStats
 from .backends._base import build_config, validation_message
 from .chat_format import (
     CLOSURE_PREFIX,
     IM_END,
-    Rendering,
+    IncrementalRenderer,
+    RenderedHistory,
     TurnEncoder,
     assistant_body,
-    parse_completion,
     render,
-    to_function_calls,
 )
 from .grammar import kept_positions
 
@@ -118,20 +116,8 @@ class _ClientSession:
     overrides: dict[str, list[int]] = field(default_factory=dict)
     # A call is two backend generations (closure, then answer); another call must not slip in between.
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@dataclass
-class _CallCost:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    evictions: int = 0
-    rebuilt: bool = False
-
-    def add(self, res: GenerationResult) -> None:
-        self.prompt_tokens += res.prompt_tokens
-        self.completion_tokens += len(res.token_ids)
-        self.evictions += res.evictions
-        self.rebuilt |= res.rebuilt
+    # The history rendered by the last call, so the next one encodes only its new messages.
+    renderer: IncrementalRenderer | None = None
 
 
 class _TextStream:
@@ -365,15 +351,16 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         cancel: threading.Event,
         on_text: Callable[[str], None] | None,
     ) -> _Outcome:
-        rendering = render(messages, tools)
-        cost = _CallCost()
+        if state.renderer is None:
+            state.renderer = IncrementalRenderer(self._encoder)
+        history = state.renderer.render(messages, tools, state.overrides)
+        rendering = history.rendering
+        cost = CallCost()
         closure_text = ""
         if rendering.pending_closure is not None:
-            closure_text = self._write_closure(state, sid, rendering, params, cancel, on_text, cost)
+            closure_text = self._write_closure(state, sid, history, params, cancel, on_text, cost)
             rendering = rendering.with_closure(closure_text)
-
-        rendering.generation_prompt = True
-        ids = self._encoder.encode(rendering, state.overrides)
+        ids = history.prompt_ids(self._encoder, state.overrides, closure_text or None)
         stream = _TextStream(self, on_text)
         res = self._backend.generate(sid, ids, params, on_token=stream.push if on_text else None, cancel=cancel)
         if res.finish_reason == "cancelled":
@@ -382,20 +369,8 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         gen = list(res.token_ids)
         stop = gen[-1] if gen and gen[-1] in self._stops and res.finish_reason == "stop" else None
         body = gen[:-1] if stop is not None else gen
-        text = self._decode(body)
-        parsed = parse_completion(text)
-        if parsed.malformed:
-            event_logger.info(MementoMalformedOutputEvent(session_id=sid, problem=parsed.malformed))
-        finish: FinishReasons
-        content: str | list[Any]
-        if parsed.tool_calls and tool_choice != "none":
-            content = to_function_calls(parsed)
-            finish = "function_calls"
-            thought_rest = parsed.thought
-        else:
-            content = text if parsed.tool_calls else parsed.content
-            thought_rest = None if parsed.tool_calls else parsed.thought
-            finish = "length" if res.finish_reason == "length" else "stop"
+        read = read_completion(self._decode(body), res.finish_reason, tool_choice, sid)
+        content, thought_rest = read.content, read.thought
         # Remember the exact sampled ids under the body the next render will produce for this message, and forget
         # bodies the history no longer holds.
         canonical = assistant_body(thought_rest, content)
@@ -405,45 +380,27 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
             del state.overrides[key]
 
         if json_output is not None and json_output is not False and isinstance(content, str):
-            self._validate_json(content, json_output)
+            validate_json(content, json_output)
         thought = (closure_text + (thought_rest or "")) or None
         usage = RequestUsage(prompt_tokens=cost.prompt_tokens, completion_tokens=cost.completion_tokens)
-        result = CreateResult(finish_reason=finish, content=content, usage=usage, cached=False, thought=thought)
+        result = CreateResult(finish_reason=read.finish, content=content, usage=usage, cached=False, thought=thought)
         stats = self._backend.stats(sid)
-        if cost.rebuilt:
-            event_logger.info(
-                MementoSessionRebuildEvent(
-                    session_id=sid,
-                    reason="history does not extend the session's tokens",
-                    prompt_tokens=cost.prompt_tokens,
-                )
-            )
-        event_logger.info(
-            MementoCallEvent(
-                session_id=sid,
-                prompt_tokens=cost.prompt_tokens,
-                completion_tokens=cost.completion_tokens,
-                evictions=cost.evictions,
-                closure=bool(closure_text),
-                rebuilt=cost.rebuilt,
-                stats=stats.summary() if stats else None,
-            )
-        )
+        log_call(sid, cost, closure=bool(closure_text), stats=stats)
         return _Outcome(result, stats)
 
     def _write_closure(
         self,
         state: _ClientSession,
         sid: str,
-        rendering: Rendering,
+        history: RenderedHistory,
         params: SamplingParams,
         cancel: threading.Event,
         on_text: Callable[[str], None] | None,
-        cost: _CallCost,
+        cost: CallCost,
     ) -> str:
         """Let the model write the memento of the open observation block; return the closure body text."""
         enc = self._encoder
-        ids = enc.encode(rendering.upto_closure(), state.overrides) + enc.header("assistant") + self._closure_prefix
+        ids = history.upto_closure_ids() + enc.header("assistant") + self._closure_prefix
         stream = _TextStream(self, on_text)
         if on_text is not None:
             on_text(CLOSURE_PREFIX)
@@ -472,17 +429,6 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         state.overrides[closure_text] = body_ids
         return closure_text
 
-    @staticmethod
-    def _validate_json(content: str, json_output: bool | type[BaseModel]) -> None:
-        try:
-            if isinstance(json_output, type) and issubclass(json_output, BaseModel):
-                json_output.model_validate_json(content)
-            else:
-                json.loads(content)
-        except (json.JSONDecodeError, ValidationError) as e:
-            what = "JSON" if json_output is True else f"JSON for {getattr(json_output, '__name__', json_output)}"
-            raise ValueError(f"json_output requested but the model did not return valid {what}: {e}") from e
-
     def _finish(self, result: CreateResult, messages: Sequence[LLMMessage], tools: Sequence[Any]) -> None:
         self.call_count += 1
         self._cur_usage = result.usage
@@ -490,6 +436,8 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
             prompt_tokens=self._total_usage.prompt_tokens + result.usage.prompt_tokens,
             completion_tokens=self._total_usage.completion_tokens + result.usage.completion_tokens,
         )
+        if not event_logger.isEnabledFor(logging.INFO):
+            return  # dumping every message costs milliseconds on a long history; nobody would read it
         event_logger.info(
             LLMCallEvent(
                 messages=[m.model_dump() for m in messages],
