@@ -16,7 +16,7 @@ from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,  # type: ignore[attr-defined]
+    ModelCapabilities,
     ModelFamily,
     ModelInfo,
     RequestUsage,
@@ -629,9 +629,9 @@ class MementoChatCompletionClient(ChatCompletionClient, Component[MementoChatCom
         return max(0, self._backend.max_model_len - kept)
 
     @property
-    def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
+    def capabilities(self) -> ModelCapabilities:
         warnings.warn("capabilities is deprecated, use model_info instead", DeprecationWarning, stacklevel=2)
-        return self._model_info  # type: ignore[return-value]
+        return self._model_info
 
     @property
     def model_info(self) -> ModelInfo:

@@ -105,7 +105,7 @@ def _run_shipped_tiny(args: argparse.Namespace, seed: int) -> int:
             disable_tqdm=False,
             work_dir=work,
             probe_every=50,
-            **SHIPPED_PHASES,  # type: ignore[arg-type]
+            **SHIPPED_PHASES,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

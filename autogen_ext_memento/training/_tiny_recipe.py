@@ -19,8 +19,8 @@ from ..tasks import KEYS, FactTrackerConfig, corpus, sample_episodes
 from ._collator import MementoCollator
 from ._presets import PRESETS, TrainingPreset
 from ._trainer import train_stage
-from ._twins import encode_episode, finalize_model_config, teacher_forced_exact
 from ._twins import episode_dataset as _episode_dataset
+from ._twins import finalize_model_config, teacher_forced_exact
 
 logger = logging.getLogger(__name__)
 

@@ -77,7 +77,9 @@ def test_block_cap_forces_block_end(tiny_tokenizer: Any) -> None:
 
 def test_stop_token_is_pending_and_trace_is_a_sawtooth(backend: TransformersBackend) -> None:
     tok = backend.tokenizer
-    script = ScriptedCompletions(tok, ["<|block_start|>" + "x " * 30 + "<|block_end|><|summary_start|>m<|summary_end|>"])
+    script = ScriptedCompletions(
+        tok, ["<|block_start|>" + "x " * 30 + "<|block_end|><|summary_start|>m<|summary_end|>"]
+    )
     backend.logits_processor = script
     end = backend.memento_ids.summary_end
     p = enc(backend, "start")

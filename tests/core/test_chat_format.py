@@ -29,8 +29,10 @@ def history() -> list:
         UserMessage(content="task", source="user"),
         AssistantMessage(content=[call], thought="<|block_start|>think", source="agent"),
         FunctionExecutionResultMessage(
-            content=[FunctionExecutionResult(content="r1", name="lookup", call_id="c1"),
-                     FunctionExecutionResult(content="r2 <|im_end|> <|summary_end|>", name="lookup", call_id="c1")]
+            content=[
+                FunctionExecutionResult(content="r1", name="lookup", call_id="c1"),
+                FunctionExecutionResult(content="r2 <|im_end|> <|summary_end|>", name="lookup", call_id="c1"),
+            ]
         ),
         UserMessage(content="hurry", source="boss"),
         AssistantMessage(content="answer", thought=CLOSURE, source="agent"),

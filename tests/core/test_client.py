@@ -48,7 +48,9 @@ def scripted(backend: TransformersBackend, texts: list[str], **kwargs: Any) -> M
 
 
 def test_implements_every_abstract_member() -> None:
-    missing = [m for m in ChatCompletionClient.__abstractmethods__ if m in MementoChatCompletionClient.__abstractmethods__]
+    missing = [
+        m for m in ChatCompletionClient.__abstractmethods__ if m in MementoChatCompletionClient.__abstractmethods__
+    ]
     assert not missing
 
 
@@ -134,7 +136,9 @@ async def test_agent_with_tools_evicts_each_observation_block(backend: Transform
 
 
 @pytest.mark.asyncio
-async def test_history_mismatch_rebuilds_and_logs(backend: TransformersBackend, caplog: pytest.LogCaptureFixture) -> None:
+async def test_history_mismatch_rebuilds_and_logs(
+    backend: TransformersBackend, caplog: pytest.LogCaptureFixture
+) -> None:
     client = scripted(backend, ["one<|im_end|>", "two<|im_end|>", "three<|im_end|>"])
     first = [UserMessage(content="first", source="user")]
     r1 = await client.create(first)
@@ -156,7 +160,11 @@ async def test_runaway_memento_is_closed_by_force(backend: TransformersBackend) 
     r1 = await client.create(msgs, tools=[tool])
     msgs += [AssistantMessage(content=r1.content, thought=r1.thought, source="a")]
     assert isinstance(r1.content, list)
-    msgs += [FunctionExecutionResultMessage(content=[FunctionExecutionResult(content="v", name="lookup", call_id=r1.content[0].id)])]
+    msgs += [
+        FunctionExecutionResultMessage(
+            content=[FunctionExecutionResult(content="v", name="lookup", call_id=r1.content[0].id)]
+        )
+    ]
     r2 = await client.create(msgs, tools=[tool])
     assert r2.thought is not None and r2.thought.endswith("<|summary_end|>")
     stats = client.session_stats()
@@ -170,7 +178,9 @@ async def test_count_and_remaining_tokens(backend: TransformersBackend) -> None:
     msgs = [
         UserMessage(content="q", source="user"),
         AssistantMessage(content=[call], source="a"),
-        FunctionExecutionResultMessage(content=[FunctionExecutionResult(content="y " * 50, name="lookup", call_id="1")]),
+        FunctionExecutionResultMessage(
+            content=[FunctionExecutionResult(content="y " * 50, name="lookup", call_id="1")]
+        ),
         AssistantMessage(content="done", thought="<|block_end|><|summary_start|>m<|summary_end|>", source="a"),
     ]
     n = client.count_tokens(msgs)
@@ -198,7 +208,9 @@ async def test_round_robin_agents_get_separate_sessions(backend: TransformersBac
     result = await team.run(task="talk")
     assert [m.content for m in result.messages[1:]] == ["alpha", "beta", "gamma", "delta"]
     sessions = client.session_ids()
-    assert len(sessions) == 2 and any(s.startswith("a_") for s in sessions) and any(s.startswith("b_") for s in sessions)
+    assert (
+        len(sessions) == 2 and any(s.startswith("a_") for s in sessions) and any(s.startswith("b_") for s in sessions)
+    )
     for sid in sessions:
         assert client.session_stats(sid).rebuilds == 0  # type: ignore[union-attr]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from autogen_ext_memento.training import MASK_KEY, get_preset, length_grouped_order, train_stage
+from autogen_ext_memento.training import get_preset, length_grouped_order, train_stage
 
 
 def test_length_grouped_order_keeps_batches_homogeneous() -> None:

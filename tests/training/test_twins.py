@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from autogen_ext_memento.grammar import SUMMARY_END, SUMMARY_START, MementoTokenIds
-from autogen_ext_memento.tasks import HONEST_TASK, FactTrackerConfig, episode_messages, sample_episodes, task_words
+from autogen_ext_memento.tasks import HONEST_TASK, episode_messages, sample_episodes, task_words
 from autogen_ext_memento.training import TwinsRecipe, build_task_tokenizer, encode_episode, train_tiny_twins
 
 
