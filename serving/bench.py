@@ -70,6 +70,7 @@ def main() -> int:
     ap.add_argument("--pool-blocks", type=int, default=64)
     ap.add_argument("--block-size", type=int, default=32)
     ap.add_argument("--max-num-seqs", type=int, default=32)
+    ap.add_argument("--no-admission", action="store_true", help="memento requests use vLLM's admission rule")
     ap.add_argument("--repeat", type=int, default=1, help="memento/vanilla pairs to run; the median ratio is reported")
     ap.add_argument("--plot", default=None, help="write pool occupancy per step to this PNG (and a .csv beside it)")
     args = ap.parse_args()
@@ -97,7 +98,7 @@ def main() -> int:
         distributed_executor_backend="uni",
         enable_prefix_caching=False,
         seed=0,
-        **engine_args(keep_last_n_blocks=0),
+        **engine_args(keep_last_n_blocks=0, memento_admission=not args.no_admission),
     )
     sched = llm.llm_engine.engine_core.engine_core.scheduler
     force = _script(ids, args.gen_tokens, args.block_tokens, args.memento_tokens)
@@ -109,6 +110,7 @@ def main() -> int:
             extra["memento"] = {"keep_last_n_blocks": -1}
         sp = SamplingParams(max_tokens=args.gen_tokens, temperature=0.0, ignore_eos=True, extra_args=extra)
         start_step = len(sched.memento_pool_trace)
+        deferred0 = sched.memento_admission.deferred
         t0 = time.perf_counter()
         outs = llm.generate(prompts, [sp] * len(prompts), use_tqdm=False)
         dt = time.perf_counter() - t0
@@ -127,6 +129,7 @@ def main() -> int:
             "mean_pool_occupancy": round(sum(used) / max(1, len(used)) / args.pool_blocks, 3),
             "preemptions": sum(int(s.get("preemptions", 0)) for s in stats),
             "evictions": sum(int(s.get("evictions", 0)) for s in stats),
+            "admissions_deferred": sched.memento_admission.deferred - deferred0,
             "_trace": used,
         }
 

@@ -158,10 +158,15 @@ class MementoEndpointPlugin:
 
     async def init_state(self, engine_client: Any, state: Any, args: Namespace) -> None:
         state.memento_engine = engine_client
-        if engine_client is not None:
+        if engine_client is None:
+            return
+        try:
             limits = (await _call(engine_client, "limits")) or {}
-            period = sweep_period(float(limits.get("session_ttl_s", 600.0)))
-            state.memento_sweeper = asyncio.get_running_loop().create_task(_sweep(engine_client, period))
+        except Exception as exc:  # e.g. the memento scheduler is not active: the routes will say so
+            logger.warning("memento session API: no session sweep timer (%s)", exc)
+            return
+        period = sweep_period(float(limits.get("session_ttl_s", 600.0)))
+        state.memento_sweeper = asyncio.get_running_loop().create_task(_sweep(engine_client, period))
 
 
 def sweep_period(ttl_s: float) -> float:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,7 @@ def server(vllm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600  # engine start-up on a loaded 2-core machine
         while True:
             try:
                 with urllib.request.urlopen(url + "/v1/memento/config", timeout=5) as r:
@@ -135,3 +136,42 @@ def test_openai_completions_endpoint_serves_with_plugin(server: str) -> None:
     assert out["usage"]["completion_tokens"] == 4
     mem = json.loads(urllib.request.urlopen(server + "/v1/memento/sessions", timeout=30).read())
     assert mem["memory"]["block_size"] == BLOCK and mem["memory"]["num_blocks"] > 0
+
+
+def _http(server: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(server + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return int(r.status), json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), json.loads(err.read())
+
+
+def test_session_api_is_scoped_by_cache_salt_and_bounded_by_max_model_len(server: str) -> None:
+    gen = "/v1/memento/sessions/salted/generate"
+    prompt = [20 + i % 300 for i in range(40)]
+    code, _ = _http(server, "POST", gen, {"prompt_token_ids": prompt, "max_tokens": 2, "cache_salt": "alice"})
+    assert code == 200
+
+    def ids(salt: str | None) -> list[str]:
+        query = f"?cache_salt={salt}" if salt else ""
+        code, listing = _http(server, "GET", "/v1/memento/sessions" + query)
+        assert code == 200 and listing["limits"]["max_sessions"] > 0 and listing["limits"]["session_ttl_s"] > 0
+        return [s["session_id"] for s in listing["sessions"]]
+
+    assert "salted" in ids("alice")
+    assert "salted" not in ids("bob") and "salted" not in ids(None)
+    assert _http(server, "GET", "/v1/memento/sessions/salted?cache_salt=bob")[0] == 404
+    assert _http(server, "DELETE", "/v1/memento/sessions/salted?cache_salt=bob")[1]["closed"] is False
+    assert "salted" in ids("alice")
+    # max_tokens is clamped to the logical room left; a prompt that fills max_model_len is refused.
+    long = [20 + i % 300 for i in range(MAX_LEN - 3)]
+    code, out = _http(
+        server, "POST", "/v1/memento/sessions/long/generate", {"prompt_token_ids": long, "max_tokens": 100}
+    )
+    assert code == 200 and out["max_tokens"] == 3 and len(out["token_ids"]) == 3 and out["finish_reason"] == "length"
+    code, err = _http(server, "POST", "/v1/memento/sessions/long/generate", {"prompt_token_ids": long + [5, 6, 7]})
+    assert code == 400 and "max_model_len" in json.dumps(err)
+    assert _http(server, "DELETE", "/v1/memento/sessions/salted?cache_salt=alice")[1]["closed"] is True
+    _http(server, "DELETE", "/v1/memento/sessions/long")
