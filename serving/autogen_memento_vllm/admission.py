@@ -8,10 +8,11 @@ running and the waiting loops of ``Scheduler.schedule`` make) to:
 * **admit by peak.** A waiting request whose rule evicts (``keep_last_n_blocks >= 0``) is admitted only when the
   free pages, minus the growth already promised to running memento requests, cover its expected peak::
 
-      peak = live + cycle + kept_ratio * remaining          (at most live + remaining, the no-eviction bound)
+      peak = live - open + cycle + kept_ratio * remaining     (at most live + remaining, the no-eviction bound)
 
-  ``live`` is its KV once pending evictions are applied, ``cycle`` the longest block-plus-memento cycle seen (the
-  open block and its memento are live together), ``kept_ratio`` the share of generated tokens that stay (kept
+  ``live`` is its KV once pending evictions are applied, ``open`` the part of it written in the open cycle,
+  ``cycle`` the longest block-plus-memento cycle seen (the open block and its memento are live together),
+  ``kept_ratio`` the share of generated tokens that stay (kept
   mementos and text between blocks), ``remaining`` the tokens it may still generate. ``cycle`` and ``kept_ratio``
   are learned per request from its tracker, else from the running requests, else defaults; pages carry a margin.
   When nothing runs, a request is always admitted (no deadlock). Plain requests and requests whose rule never
@@ -89,7 +90,9 @@ class Admission:
         ratio = state.kept_ratio()
         if ratio is None:
             ratio = self._prior_ratio if self._prior_ratio is not None else DEFAULT_KEPT_RATIO
-        return int(min(live + remaining, live + cycle + math.ceil(ratio * remaining)))
+        # The open cycle's tokens are already in ``live`` and mostly go at its memento: count the cycle once.
+        progress = min(state.open_cycle_progress(), cycle)
+        return int(min(live + remaining, live - progress + cycle + math.ceil(ratio * remaining)))
 
     def peak_pages(self, request: Request, state: MementoState) -> int:
         """:meth:`peak_tokens` in pages, with the safety margin."""
@@ -130,7 +133,7 @@ class Admission:
             if ratio is not None:
                 ratios.append(ratio)
         if ratios:
-            self._prior_ratio = max(ratios)
+            self._prior_ratio = sorted(ratios)[len(ratios) // 2]
 
     def _held(self, request: Request) -> int:
         blocks: list[Any] = self.sched._manager.req_to_blocks.get(request.request_id, [])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autogen_ext_memento.grammar import BlockTracker, EventKind, MementoConfig, Span
+from autogen_ext_memento.grammar import BlockTracker, EventKind, MementoConfig, Span, TrackerState
 
 
 @dataclass
@@ -63,6 +63,7 @@ class MementoState:
     max_cycle: int = 0
     out_done: int = 0
     out_evicted: int = 0
+    ratio_ema: float | None = None
 
     def compacted(self, logical_pos: int) -> int:
         """Compacted index of a logical position that is not inside an evicted span."""
@@ -92,14 +93,25 @@ class MementoState:
             self.max_cycle = max(self.max_cycle, position - self.tracker.blocks[block].start + 1)
         prompt_len = len(self.prompt_logical)
         if position >= prompt_len:
-            self.out_done = position + 1 - prompt_len
-            self.out_evicted += sum(max(0, e - max(s, prompt_len)) for s, e in spans)
+            done = position + 1 - prompt_len
+            evicted = sum(max(0, e - max(s, prompt_len)) for s, e in spans)
+            if evicted > 0 and done > self.out_done:
+                # Kept share of the stretch since the previous memento, averaged over recent cycles.
+                ratio = max(0.0, 1.0 - evicted / (done - self.out_done))
+                self.ratio_ema = ratio if self.ratio_ema is None else 0.5 * self.ratio_ema + 0.5 * ratio
+            self.out_done = done
+            self.out_evicted += evicted
 
     def kept_ratio(self) -> float | None:
-        """Share of generated tokens that stay in KV (up to the last completed memento); ``None`` before one."""
-        if self.out_done <= 0 or self.out_evicted <= 0:
-            return None
-        return max(0.0, 1.0 - self.out_evicted / self.out_done)
+        """Share of generated tokens that stay in KV (recent cycles weigh most); ``None`` before a memento."""
+        return self.ratio_ema
+
+    def open_cycle_progress(self) -> int:
+        """Logical tokens written since the open block (or the memento after it) started; 0 between blocks."""
+        tr = self.tracker
+        if tr.state is TrackerState.OUTSIDE or not tr.blocks:
+            return 0
+        return max(0, tr.last_position - tr.blocks[-1].start + 1)
 
     def pending_tokens(self) -> int:
         """Tokens that pending evictions will remove (all of them already fed)."""
