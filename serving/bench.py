@@ -102,7 +102,10 @@ def main() -> int:
     )
     sched = llm.llm_engine.engine_core.engine_core.scheduler
     force = _script(ids, args.gen_tokens, args.block_tokens, args.memento_tokens)
-    prompts = [{"prompt_token_ids": [20 + (7 * r + 3 * i) % 300 for i in range(args.prompt_tokens)]} for r in range(args.requests)]
+    prompts = [
+        {"prompt_token_ids": [20 + (7 * r + 3 * i) % 300 for i in range(args.prompt_tokens)]}
+        for r in range(args.requests)
+    ]
 
     def run(mode: str) -> dict[str, Any]:
         extra: dict[str, Any] = {"memento_force": force}

@@ -39,7 +39,7 @@ def register() -> None:
                 raise RuntimeError("the memento scheduler is not active (--scheduler-cls)")
             return fn(op, arg, tenant)
 
-        EngineCore.memento_rpc = memento_rpc  # type: ignore[attr-defined]
+        EngineCore.memento_rpc = memento_rpc  # type: ignore[attr-defined,unused-ignore]
 
 
 def validate_config(vllm_config: Any) -> None:

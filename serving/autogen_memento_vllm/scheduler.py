@@ -169,7 +169,7 @@ class MementoScheduler(Scheduler):
             tok = self._forced_token(self.requests[req_id], state)
             if tok is not None:
                 step.forced[req_id] = tok
-        out.memento = step if step else None  # type: ignore[attr-defined]
+        out.memento = step if step else None  # type: ignore[attr-defined,unused-ignore]
         return out
 
     def _forced_token(self, request: Request, state: MementoState) -> int | None:
