@@ -47,7 +47,9 @@ class Scenario:
     max_tokens: int
 
 
-def make_scenario(ids: Any, seed: int, vocab: int, blocks_in_prompt: int | None = None, decode_blocks: int = 2) -> Scenario:
+def make_scenario(
+    ids: Any, seed: int, vocab: int, blocks_in_prompt: int | None = None, decode_blocks: int = 2
+) -> Scenario:
     r = random.Random(seed)
     bs, be, ss, se = ids.as_tuple()
 

@@ -29,7 +29,11 @@ def _run_reference(ref: Any, sc: Scenario, sid: str) -> list[int]:
 
 
 def _generate(llm: Any, scenarios: list[Scenario], **extra: Any) -> list[Any]:
-    return llm.generate([{"prompt_token_ids": sc.prompt} for sc in scenarios], [sampling(sc, **extra) for sc in scenarios], use_tqdm=False)
+    return llm.generate(
+        [{"prompt_token_ids": sc.prompt} for sc in scenarios],
+        [sampling(sc, **extra) for sc in scenarios],
+        use_tqdm=False,
+    )
 
 
 def test_greedy_output_is_token_identical_to_reference(engine: Any, reference: Any) -> None:
@@ -261,10 +265,14 @@ def test_sessions_expire_and_respect_the_budget(engine: Any, reference: Any) -> 
             sched.memento_rpc("close", sid)
 
 
-@pytest.mark.parametrize("rule", [{"keep_last_n_blocks": 1}, {"mask_delimiters": True}, {"keep_last_n_blocks": 2, "restart_mode": True}])
+@pytest.mark.parametrize(
+    "rule", [{"keep_last_n_blocks": 1}, {"mask_delimiters": True}, {"keep_last_n_blocks": 2, "restart_mode": True}]
+)
 def test_other_rules_match_reference(engine: Any, reference: Any, rule: dict[str, Any]) -> None:
     ref = reference(**{"keep_last_n_blocks": 0, **rule})
-    scenarios = [make_scenario(ref.memento_ids, 700 + s, _vocab(ref), blocks_in_prompt=2, decode_blocks=3) for s in range(2)]
+    scenarios = [
+        make_scenario(ref.memento_ids, 700 + s, _vocab(ref), blocks_in_prompt=2, decode_blocks=3) for s in range(2)
+    ]
     expected = [_run_reference(ref, sc, f"rule{i}") for i, sc in enumerate(scenarios)]
     outs = _generate(engine, scenarios, memento=rule)
     assert [list(o.outputs[0].token_ids) for o in outs] == expected
