@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, TOOL_RESPONSE_CLOSE, TOOL_RESPONSE_OPEN
-from ..grammar import MementoConfig, MementoTokenIds
 from ..tasks import KEYS, FactTrackerConfig, corpus, sample_episodes
-from ._collator import MementoCollator
 from ._presets import PRESETS, TrainingPreset
 from ._trainer import train_stage
 from ._twins import episode_dataset as _episode_dataset
-from ._twins import finalize_model_config, teacher_forced_exact
+from ._twins import finalize_model_config, probe_batches, teacher_forced_exact
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +105,7 @@ def _stop_at_callback(step: int) -> Any:
 
 
 def _probes(tok: Any) -> dict[str, dict[str, Any]]:
-    ids = MementoTokenIds.from_tokenizer(tok)
-    held = episode_dataset(tok, 32, seed=99_999)
-    rows = [held[i] for i in range(len(held))]
-    return {
-        "causal": MementoCollator(ids, stage=1, pad_token_id=tok.pad_token_id)(rows),
-        "memento": MementoCollator(ids, stage=2, config=MementoConfig(), pad_token_id=tok.pad_token_id)(rows),
-    }
+    return probe_batches(tok, TASK)
 
 
 def _run_phase(

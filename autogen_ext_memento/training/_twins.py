@@ -164,9 +164,10 @@ def teacher_forced_exact(model: Any, batch: dict[str, Any]) -> tuple[float, floa
     return sample, tok
 
 
-def _probes(tok: Any) -> dict[str, dict[str, Any]]:
+def probe_batches(tok: Any, task: FactTrackerConfig = TASK) -> dict[str, dict[str, Any]]:
+    """32 held-out episodes (seed 99999) collated under the causal and the memento mask (learning-curve probes)."""
     ids = MementoTokenIds.from_tokenizer(tok)
-    held = episode_dataset(tok, 32, seed=99_999)
+    held = episode_dataset(tok, 32, seed=99_999, config=task)
     rows = [held[i] for i in range(len(held))]
     return {
         "causal": MementoCollator(ids, stage=1, pad_token_id=tok.pad_token_id)(rows),
@@ -233,7 +234,7 @@ def _phase(
         output_dir=work / phase,
         tokenizer=tok,
         max_steps=steps,
-        callbacks=_callbacks(_probes(tok), recipe.probe_every, phase, history, position),
+        callbacks=_callbacks(probe_batches(tok), recipe.probe_every, phase, history, position),
         disable_tqdm=True,
         resume=False,
         extra_args={"use_cpu": True, "dataloader_pin_memory": False, "save_strategy": "no"},
