@@ -259,32 +259,17 @@ def train_stage1(out_dir: str | Path, recipe: TwinsRecipe) -> dict[str, Any]:
     finalize_model_config(model, tok)
     work = out.with_name(out.name + "_work")
     logs = []
-    if recipe.curriculum_steps:
-        model, tok, log = _phase(
-            model,
-            tok,
-            phase="stage1-curriculum",
-            mask_stage=1,
-            steps=recipe.curriculum_steps,
-            data_seed=500 + recipe.seed,
-            recipe=recipe,
-            work=work,
-            position=0,
-            task=EASY_TASK,
-        )
-        logs.append(log)
-    model, tok, log = _phase(
-        model,
-        tok,
-        phase="stage1",
-        mask_stage=1,
-        steps=recipe.stage1_steps,
-        data_seed=1000 + recipe.seed,
-        recipe=recipe,
-        work=work,
-        position=0,
-    )
-    logs.append(log)
+    phases = [
+        ("stage1-curriculum", recipe.curriculum_steps, 500, EASY_TASK),
+        ("stage1", recipe.stage1_steps, 1000, TASK),
+    ]
+    for phase, steps, seed_base, task in phases:
+        if steps:
+            model, tok, log = _phase(
+                model, tok, phase=phase, mask_stage=1, steps=steps, data_seed=seed_base + recipe.seed,
+                recipe=recipe, work=work, position=0, task=task,
+            )  # fmt: skip
+            logs.append(log)
     finalize_model_config(model, tok)
     model.save_pretrained(out)
     tok.save_pretrained(out)
