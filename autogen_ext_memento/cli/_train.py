@@ -52,6 +52,22 @@ def register(subparsers: Any) -> None:
     twins.add_argument(
         "--curriculum-steps", type=non_negative_int, default=None, help="shared causal steps on short episodes"
     )
+    twins.add_argument(
+        "--warmup-steps", type=non_negative_int, default=None, help="shared causal steps on bare episodes (no chat)"
+    )
+    twins.add_argument(
+        "--warmup-until",
+        type=float,
+        default=None,
+        help="end the warm-up once teacher-forced exactness on held-out bare episodes reaches this share (0-1]",
+    )
+    twins.add_argument(
+        "--curriculum-until",
+        type=float,
+        default=None,
+        help="end the curriculum once teacher-forced exactness on held-out short episodes reaches this share (0-1]",
+    )
+    twins.add_argument("--learning-rate", type=float, default=None, help="peak learning rate of every phase")
     twins.add_argument("--stage1-steps", type=positive_int, default=None, help="shared causal steps on the task")
     twins.add_argument("--stage2-steps", type=positive_int, default=None, help="each twin's second-stage steps")
     twins.add_argument("--batch-size", type=positive_int, default=None, help="episodes per step")
@@ -64,7 +80,11 @@ def _run_twins(args: argparse.Namespace) -> int:
 
     given = {
         "seed": args.seed,
+        "warmup_steps": args.warmup_steps,
+        "warmup_until": args.warmup_until,
         "curriculum_steps": args.curriculum_steps,
+        "curriculum_until": args.curriculum_until,
+        "learning_rate": args.learning_rate,
         "stage1_steps": args.stage1_steps,
         "stage2_steps": args.stage2_steps,
         "batch_size": args.batch_size,

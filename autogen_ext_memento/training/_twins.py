@@ -37,6 +37,7 @@ from ._collator import IGNORE_INDEX, MASK_KEY, MementoCollator
 from ._data import TokenizedSample, encode_messages
 from ._presets import PRESETS, TrainingPreset
 from ._trainer import load_model_and_tokenizer, train_stage
+from ._warmup import bare_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +56,15 @@ TINY_ARCH: dict[str, Any] = {
 }
 TASK = HONEST_TASK
 """The training task of both twins: 2-3 random goal keys of 16, 6-9 facts a page, 1-5 pages."""
-EASY_TASK = TASK.model_copy(update={"max_pages": 2, "facts_per_page": 6, "goal_fact_prob": 0.5})
-"""Stage 1's opening curriculum (shared by both twins): short episodes whose pages often name a goal key, so the
-copy and look-up skills get dense, cheap signal before the full task."""
+WARMUP_TASK = TASK.model_copy(
+    update={"min_pages": 2, "max_pages": 6, "facts_per_page": 5, "min_facts_per_page": 2, "goal_fact_prob": 0.4}
+)
+"""Stage 1's warm-up task (bare episodes, see :mod:`._warmup`): many short pages, so copy events come densely."""
+EASY_TASK = TASK.model_copy(
+    update={"max_pages": 3, "facts_per_page": 4, "min_facts_per_page": 2, "goal_fact_prob": 0.5}
+)
+"""Stage 1's opening curriculum (shared by both twins): short episodes whose short pages often name a goal key, so
+the copy and look-up skills get dense, cheap signal before the full task (a third of the tokens per memento)."""
 
 
 class TwinsRecipe(BaseModel):
@@ -65,7 +72,14 @@ class TwinsRecipe(BaseModel):
 
     Args:
         seed: model initialisation and data seed.
-        curriculum_steps: causal steps on :data:`EASY_TASK` at the start of stage 1.
+        warmup_steps: the most causal steps on bare :data:`WARMUP_TASK` episodes (no chat wrapper) at the start of
+            stage 1 (constant learning rate after warmup).
+        warmup_until: the warm-up ends early at the first probe whose teacher-forced causal exactness on held-out
+            bare episodes reaches this share: the copy skill has appeared.
+        curriculum_steps: the most causal steps on :data:`EASY_TASK` at the start of stage 1 (constant learning
+            rate after warmup).
+        curriculum_until: the curriculum ends early at the first probe whose teacher-forced causal exactness on
+            held-out curriculum episodes reaches this share: the copy skill has appeared.
         stage1_steps: causal steps on :data:`TASK` after the curriculum (both shared by the twins).
         stage2_steps: steps of each twin's second stage (causal for ``tiny_full``, memento mask for
             ``tiny_memento``), on the same data stream.
@@ -79,10 +93,13 @@ class TwinsRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(default=0, ge=0)
+    warmup_steps: int = Field(default=1500, ge=0)
+    warmup_until: float = Field(default=0.5, gt=0.0, le=1.0)
     curriculum_steps: int = Field(default=0, ge=0)
-    stage1_steps: int = Field(default=1600, ge=1)
-    stage2_steps: int = Field(default=600, ge=1)
-    batch_size: int = Field(default=8, ge=1)
+    curriculum_until: float = Field(default=0.5, gt=0.0, le=1.0)
+    stage1_steps: int = Field(default=300, ge=1)
+    stage2_steps: int = Field(default=200, ge=1)
+    batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=1.5e-3, gt=0.0, lt=1.0)
     threads: int = Field(default=1, ge=1)
     jobs: int = Field(default=2, ge=1, le=2)
@@ -164,10 +181,11 @@ def teacher_forced_exact(model: Any, batch: dict[str, Any]) -> tuple[float, floa
     return sample, tok
 
 
-def probe_batches(tok: Any, task: FactTrackerConfig = TASK) -> dict[str, dict[str, Any]]:
-    """32 held-out episodes (seed 99999) collated under the causal and the memento mask (learning-curve probes)."""
+def probe_batches(tok: Any, task: FactTrackerConfig = TASK, bare: bool = False) -> dict[str, dict[str, Any]]:
+    """32 held-out episodes (seed 99999; ``bare``: without the chat wrapper) collated under the causal and the
+    memento mask (learning-curve probes)."""
     ids = MementoTokenIds.from_tokenizer(tok)
-    held = episode_dataset(tok, 32, seed=99_999, config=task)
+    held = (bare_dataset if bare else episode_dataset)(tok, 32, 99_999, task)
     rows = [held[i] for i in range(len(held))]
     return {
         "causal": MementoCollator(ids, stage=1, pad_token_id=tok.pad_token_id)(rows),
@@ -176,7 +194,12 @@ def probe_batches(tok: Any, task: FactTrackerConfig = TASK) -> dict[str, dict[st
 
 
 def _callbacks(
-    probes: dict[str, dict[str, Any]], every: int, phase: str, history: list[dict[str, Any]], position: int
+    probes: dict[str, dict[str, Any]],
+    every: int,
+    phase: str,
+    history: list[dict[str, Any]],
+    position: int,
+    until: float | None = None,
 ) -> list[Any]:
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
@@ -201,6 +224,8 @@ def _callbacks(
             history.append(row)
             self.bar.set_postfix(loss=row["loss"], tf_causal=row["causal_exact"], tf_memento=row["memento_exact"])
             tqdm.write(json.dumps(row), file=sys.stderr)
+            if until is not None and row["causal_exact"] >= until:
+                control.should_training_stop = True
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.bar.close()
@@ -220,10 +245,18 @@ def _phase(
     work: Path,
     position: int,
     task: FactTrackerConfig = TASK,
+    until: float | None = None,
+    bare: bool = False,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """One training phase on fresh seeded episodes; returns the model, tokenizer and the phase's log."""
+    """One training phase on fresh seeded episodes; returns the model, tokenizer and the phase's log.
+
+    With ``until``, the learning rate stays constant after warmup and the phase stops at the first probe whose
+    teacher-forced causal exactness (on held-out episodes of ``task``) reaches ``until``.
+    """
     preset = recipe.preset()
-    data = episode_dataset(tok, steps * recipe.batch_size, seed=data_seed, config=task)
+    if until is not None:
+        preset = preset.model_copy(update={"lr_scheduler_type": "constant_with_warmup"})
+    data = (bare_dataset if bare else episode_dataset)(tok, steps * recipe.batch_size, data_seed, task)
     history: list[dict[str, Any]] = []
     t0, cpu0 = time.time(), time.process_time()
     model, tok, trainer = train_stage(
@@ -234,13 +267,13 @@ def _phase(
         output_dir=work / phase,
         tokenizer=tok,
         max_steps=steps,
-        callbacks=_callbacks(probe_batches(tok), recipe.probe_every, phase, history, position),
+        callbacks=_callbacks(probe_batches(tok, task, bare), recipe.probe_every, phase, history, position, until),
         disable_tqdm=True,
         resume=False,
         extra_args={"use_cpu": True, "dataloader_pin_memory": False, "save_strategy": "no"},
     )
     losses = [{"phase": phase, "step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-    log = {"phase": phase, "steps": steps, "data_seed": data_seed, "mask": "memento" if mask_stage == 2 else "causal",
+    log = {"phase": phase, "steps": trainer.state.global_step, "max_steps": steps, "data_seed": data_seed, "mask": "memento" if mask_stage == 2 else "causal",
            "wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
            "probes": history, "losses": losses}  # fmt: skip
     return model, tok, log
@@ -260,14 +293,15 @@ def train_stage1(out_dir: str | Path, recipe: TwinsRecipe) -> dict[str, Any]:
     work = out.with_name(out.name + "_work")
     logs = []
     phases = [
-        ("stage1-curriculum", recipe.curriculum_steps, 500, EASY_TASK),
-        ("stage1", recipe.stage1_steps, 1000, TASK),
+        ("stage1-warmup", recipe.warmup_steps, 300, WARMUP_TASK, recipe.warmup_until, True),
+        ("stage1-curriculum", recipe.curriculum_steps, 500, EASY_TASK, recipe.curriculum_until, False),
+        ("stage1", recipe.stage1_steps, 1000, TASK, None, False),
     ]
-    for phase, steps, seed_base, task in phases:
+    for phase, steps, seed_base, task, until, bare in phases:
         if steps:
             model, tok, log = _phase(
                 model, tok, phase=phase, mask_stage=1, steps=steps, data_seed=seed_base + recipe.seed,
-                recipe=recipe, work=work, position=0, task=task,
+                recipe=recipe, work=work, position=0, task=task, until=until, bare=bare,
             )  # fmt: skip
             logs.append(log)
     finalize_model_config(model, tok)

@@ -59,7 +59,9 @@ def test_the_twins_task_is_honest(tok: object) -> None:
 
 
 def test_twin_recipe_runs_both_twins_from_one_stage1(tmp_path: Path) -> None:
-    recipe = TwinsRecipe(curriculum_steps=1, stage1_steps=2, stage2_steps=2, batch_size=2, jobs=1, probe_every=100)
+    recipe = TwinsRecipe(
+        warmup_steps=1, curriculum_steps=1, stage1_steps=2, stage2_steps=2, batch_size=2, jobs=1, probe_every=100
+    )
     summary = train_tiny_twins(tmp_path, recipe)
     from transformers import AutoModelForCausalLM
 
@@ -78,5 +80,38 @@ def test_twin_recipe_runs_both_twins_from_one_stage1(tmp_path: Path) -> None:
     assert logs["f"]["stage1"] == logs["m"]["stage1"]
     assert logs["f"]["stage2"]["mask"] == "causal" and logs["m"]["stage2"]["mask"] == "memento"
     assert logs["f"]["stage2"]["data_seed"] == logs["m"]["stage2"]["data_seed"]
-    assert [p["phase"] for p in summary["stage1"]["phases"]] == ["stage1-curriculum", "stage1"]
+    assert [p["phase"] for p in summary["stage1"]["phases"]] == ["stage1-warmup", "stage1-curriculum", "stage1"]
     assert not list(tmp_path.glob("*_work"))
+
+
+def test_warmup_stops_once_the_copy_skill_appears(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``warmup_until``: the warm-up ends at the first probe reaching the threshold; stage 1 runs in full."""
+    from autogen_ext_memento.training import _twins
+
+    calls: list[int] = []
+
+    def fake_exact(model: object, batch: object) -> tuple[float, float]:
+        calls.append(1)
+        return (0.2, 0.5) if len(calls) <= 2 else (0.9, 0.99)  # two probes (causal, memento) per step
+
+    monkeypatch.setattr(_twins, "teacher_forced_exact", fake_exact)
+    recipe = TwinsRecipe(warmup_steps=6, warmup_until=0.5, stage1_steps=2, batch_size=2, probe_every=1)
+    log = _twins.train_stage1(tmp_path / "stage1", recipe)
+    warmup, stage1 = log["phases"]
+    assert (warmup["phase"], warmup["steps"], warmup["max_steps"]) == ("stage1-warmup", 2, 6)
+    assert [p["step"] for p in warmup["probes"]] == [1, 2]
+    assert (stage1["steps"], stage1["max_steps"]) == (2, 2)
+
+
+def test_bare_episodes_label_only_what_the_model_writes(tok: object) -> None:
+    """Warm-up samples: the goal and pages are given; mementos, their closing token and the answer are labelled."""
+    from autogen_ext_memento.training._warmup import bare_sample
+
+    ep = sample_episodes(1, 11, HONEST_TASK.with_pages(3))[0]
+    s = bare_sample(ep, tok)
+    assert len(s.input_ids) == len(s.labels)
+    labelled = tok.decode([t for t, lab in zip(s.input_ids, s.labels, strict=True) if lab != -100])  # type: ignore[attr-defined]
+    expected = "".join(ep.memento(i) + SUMMARY_END for i in range(3)) + ep.answer + "<|im_end|>"
+    assert labelled == expected
+    text = tok.decode(s.input_ids)  # type: ignore[attr-defined]
+    assert ep.goal_text in text and all(p.text in text for p in ep.pages)
