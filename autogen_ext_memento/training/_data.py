@@ -39,6 +39,15 @@ class TokenizedSample:
         return sum(1 for x in self.labels if x != IGNORE_INDEX)
 
 
+def samples_dataset(samples: Sequence[TokenizedSample]) -> Any:
+    """Tokenized samples as a ``datasets.Dataset`` with ``input_ids`` and ``labels`` columns."""
+    import datasets
+
+    return datasets.Dataset.from_dict(
+        {"input_ids": [s.input_ids for s in samples], "labels": [s.labels for s in samples]}
+    )
+
+
 def encode_rendering(rendering: Rendering, encoder: TurnEncoder, tokenizer: Any) -> TokenizedSample:
     """Token ids and labels of a rendered history (see the module docstring for what is labelled)."""
     summary_start = tokenizer.convert_tokens_to_ids(SUMMARY_START)
