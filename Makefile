@@ -40,5 +40,5 @@ test-slow: install-test
 
 lint: install-test
 	$(BIN)/ruff check autogen_ext_memento tests examples serving
-	$(BIN)/ruff format --check autogen_ext_memento tests examples benchmarks --exclude tests/vllm
+	$(BIN)/ruff format --check autogen_ext_memento tests examples benchmarks serving
 	$(BIN)/mypy
