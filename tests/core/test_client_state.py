@@ -224,3 +224,38 @@ def backend(tiny_tokenizer: Any) -> TransformersBackend:
     from autogen_ext_memento._tiny import build_tiny_qwen3
 
     return TransformersBackend(build_tiny_qwen3(len(tiny_tokenizer)), tiny_tokenizer)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("cut", [1, 2, 3, 4])
+async def test_save_after_any_turn_continues_identically(tiny_model_dir: Path, cut: int) -> None:
+    """Saved after turn ``cut`` of five (non-canonical sampled tokens in every turn), a fresh client sends the same
+    prompts and returns the same turns as the saving client."""
+    texts = [f"{w} {i}" for i, w in enumerate(WORDS + WORDS[:2])]
+    first, rec = make_client(tiny_model_dir, session_id="s")
+    first.backend.logits_processor = CharByChar(first.backend.tokenizer, texts)  # type: ignore[attr-defined]
+    history: list[LLMMessage] = [UserMessage(content="start", source="user")]
+    state: Any = None
+    n = 0
+    outputs: list[str] = []
+    for turn in range(5):
+        if turn == cut:
+            state, n = json.loads(json.dumps(await first.save_state())), len(rec.prompts)
+        res = await first.create(history)
+        outputs.append(str(res.content))
+        history += [res_to_message(res), UserMessage(content=f"go on {turn}", source="user")]
+    expected = rec.prompts[n:]
+
+    restored, rec2 = make_client(tiny_model_dir, session_id="s")
+    # the rest of the script, so both clients sample the same forced tokens after the cut
+    restored.backend.logits_processor = CharByChar(restored.backend.tokenizer, texts[cut:])  # type: ignore[attr-defined]
+    await restored.load_state(state)
+    replay = history[: 1 + 2 * cut]
+    again: list[str] = []
+    for turn in range(cut, 5):
+        res = await restored.create(replay)
+        again.append(str(res.content))
+        replay += [res_to_message(res), UserMessage(content=f"go on {turn}", source="user")]
+    assert rec2.prompts == expected
+    assert again == outputs[cut:]
+    assert restored.session_stats("s").rebuilds == 0  # type: ignore[union-attr]
