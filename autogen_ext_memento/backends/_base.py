@@ -7,7 +7,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -92,9 +92,10 @@ class SessionStats:
         self.full_context_auc_kv += logical
 
     def summary(self, with_trace: bool = False) -> dict[str, Any]:
-        d = asdict(self)
-        if not with_trace:
-            d.pop("trace")
+        """The counters as a dict (and a copy of the trace if asked: it grows with the session, so not by default)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "trace"}
+        if with_trace:
+            d["trace"] = list(self.trace)
         return d
 
 
