@@ -247,21 +247,31 @@ class MementoBackend(ABC, ComponentBase[BaseModel]):
 
     component_type = "memento_backend"
 
-    @property
-    @abstractmethod
-    def tokenizer(self) -> Any: ...
+    # Set by every backend's constructor; the properties below expose them read-only.
+    _tok: Any
+    _ids: MementoTokenIds
+    _memento: MementoConfig
+    _max_len: int
 
     @property
-    @abstractmethod
-    def memento_ids(self) -> MementoTokenIds: ...
+    def tokenizer(self) -> Any:
+        """The tokenizer whose ids the sessions hold."""
+        return self._tok
 
     @property
-    @abstractmethod
-    def memento_config(self) -> MementoConfig: ...
+    def memento_ids(self) -> MementoTokenIds:
+        """The ids of the four memento tokens in :attr:`tokenizer`."""
+        return self._ids
 
     @property
-    @abstractmethod
-    def max_model_len(self) -> int: ...
+    def memento_config(self) -> MementoConfig:
+        """The eviction rule every session follows."""
+        return self._memento
+
+    @property
+    def max_model_len(self) -> int:
+        """The longest logical sequence a session may hold."""
+        return self._max_len
 
     @property
     @abstractmethod

@@ -249,22 +249,6 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
 
     # --- MementoBackend ----------------------------------------------------------------------------------------------
     @property
-    def tokenizer(self) -> Any:
-        return self._tok
-
-    @property
-    def memento_ids(self) -> MementoTokenIds:
-        return self._ids
-
-    @property
-    def memento_config(self) -> MementoConfig:
-        return self._memento
-
-    @property
-    def max_model_len(self) -> int:
-        return self._max_len
-
-    @property
     def model_name(self) -> str:
         return self._name
 
