@@ -77,6 +77,22 @@ def score_windows(n_units: int, size: int) -> list[tuple[int, int]]:
     return out
 
 
+def token_batches(sizes: Sequence[int], limit: int) -> list[list[int]]:
+    """Consecutive indices grouped greedily so each group's sizes sum to at most ``limit`` (an oversized item alone)."""
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    total = 0
+    for i, size in enumerate(sizes):
+        if cur and total + size > limit:
+            groups.append(cur)
+            cur, total = [], 0
+        cur.append(i)
+        total += size
+    if cur:
+        groups.append(cur)
+    return groups
+
+
 class AnnotationPipeline:
     """Annotates reasoning traces and agent trajectories with blocks and mementos using any model client.
 
@@ -162,50 +178,51 @@ class AnnotationPipeline:
     ) -> tuple[list[str], list[list[dict[str, Any]]]]:
         """Mementos for ``blocks`` with the judge loop; returns the kept mementos and every round's record."""
         u = usage if usage is not None else UsageStats()
-        cfg = self.config
-        n = len(blocks)
-        if n == 0:
+        if not blocks:
             return [], []
         p = self._problem(problem)
-        system = load_prompt("compress")
-        sizes = [self.count_tokens(b) for b in blocks]
+        drafts = await self._draft_mementos(p, blocks, u)
+        rounds = await self._judge_loop(p, blocks, drafts, u)
+        kept = []
+        for record in rounds:
+            best = max(range(len(record)), key=lambda k: (record[k]["score"], k))
+            kept.append(str(record[best]["memento"]))
+        return kept, rounds
 
-        def section(i: int) -> str:
-            return f"BEGIN BLOCK {i + 1}\n{blocks[i]}\nEND BLOCK {i + 1}"
+    async def _compress(self, p: str, blocks: Sequence[str], idx: Sequence[int], u: UsageStats) -> dict[int, str]:
+        """One compressor call for the blocks ``idx`` (0-based); returns the mementos it parsed, by index."""
+        wanted = [i + 1 for i in idx]
+        user = fill(
+            load_prompt("compress_user"),
+            problem=p,
+            blocks="\n\n".join(f"BEGIN BLOCK {i + 1}\n{blocks[i]}\nEND BLOCK {i + 1}" for i in idx),
+            indices=", ".join(map(str, wanted)),
+        )
+        got: dict[int, str] = await self._ask(
+            load_prompt("compress"), user, lambda t: parse_summaries(t, wanted), "compress", u
+        )
+        return {i - 1: s for i, s in got.items()}
 
-        async def batch(idx: list[int]) -> dict[int, str]:
-            wanted = [i + 1 for i in idx]
-            user = fill(
-                load_prompt("compress_user"),
-                problem=p,
-                blocks="\n\n".join(section(i) for i in idx),
-                indices=", ".join(map(str, wanted)),
-            )
-            got: dict[int, str] = await self._ask(system, user, lambda t: parse_summaries(t, wanted), "compress", u)
-            return {i - 1: s for i, s in got.items()}
-
-        groups: list[list[int]] = []
-        cur: list[int] = []
-        tok = 0
-        for i in range(n):
-            if cur and tok + sizes[i] > cfg.compress_batch_tokens:
-                groups.append(cur)
-                cur, tok = [], 0
-            cur.append(i)
-            tok += sizes[i]
-        groups.append(cur)
+    async def _draft_mementos(self, p: str, blocks: Sequence[str], u: UsageStats) -> dict[int, str]:
+        """First drafts: blocks batched up to ``compress_batch_tokens``, then one call per block a batch missed."""
+        groups = token_batches([self.count_tokens(b) for b in blocks], self.config.compress_batch_tokens)
         mementos: dict[int, str] = {}
-        for got in await asyncio.gather(*(batch(g) for g in groups)):
+        for got in await asyncio.gather(*(self._compress(p, blocks, g, u) for g in groups)):
             mementos.update(got)
-        missing = [i for i in range(n) if i not in mementos]
-        for got in await asyncio.gather(*(batch([i]) for i in missing)):
+        missing = [i for i in range(len(blocks)) if i not in mementos]
+        for got in await asyncio.gather(*(self._compress(p, blocks, [i], u) for i in missing)):
             mementos.update(got)
+        return mementos
 
-        judge_system = load_prompt("judge")
+    async def _judge_loop(
+        self, p: str, blocks: Sequence[str], drafts: Mapping[int, str], u: UsageStats
+    ) -> list[list[dict[str, Any]]]:
+        """Judge every memento; rewrite the ones scored under ``tau`` with the feedback, for ``rounds`` rounds."""
+        cfg = self.config
 
         async def judge(i: int, memento: str) -> Any:
             user = fill(load_prompt("judge_user"), problem=p, block=blocks[i], memento=memento)
-            return await self._ask(judge_system, user, parse_verdict, "judge", u)
+            return await self._ask(load_prompt("judge"), user, parse_verdict, "judge", u)
 
         async def rewrite(i: int, last: Mapping[str, Any]) -> str:
             user = fill(
@@ -217,38 +234,25 @@ class AnnotationPipeline:
                 score=f"{last['score']:g}",
                 feedback=last["feedback"] or "(none)",
             )
-            got: dict[int, str] = await self._ask(system, user, lambda t: parse_summaries(t, [i + 1]), "rewrite", u)
+            parse = lambda t: parse_summaries(t, [i + 1])  # noqa: E731
+            got: dict[int, str] = await self._ask(load_prompt("compress"), user, parse, "rewrite", u)
             return got[i + 1]
 
-        rounds: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        pending = list(range(n))
-        current = dict(mementos)
+        rounds: list[list[dict[str, Any]]] = [[] for _ in blocks]
+        pending = list(range(len(blocks)))
+        current = dict(drafts)
         for r in range(1, cfg.rounds + 1):
             if r > 1:
                 new = await asyncio.gather(*(rewrite(i, rounds[i][-1]) for i in pending))
                 current.update(zip(pending, new, strict=True))
             verdicts = await asyncio.gather(*(judge(i, current[i]) for i in pending))
-            still: list[int] = []
             for i, v in zip(pending, verdicts, strict=True):
-                rounds[i].append(
-                    {
-                        "round": r,
-                        "score": v.score,
-                        "feedback": v.feedback,
-                        "memento": current[i],
-                        "tokens": self.count_tokens(current[i]),
-                    }
-                )
-                if v.score < cfg.tau:
-                    still.append(i)
-            pending = still
+                record = {"round": r, "score": v.score, "feedback": v.feedback, "memento": current[i]}
+                rounds[i].append({**record, "tokens": self.count_tokens(current[i])})
+            pending = [i for i, v in zip(pending, verdicts, strict=True) if v.score < cfg.tau]
             if not pending:
                 break
-        kept = []
-        for i in range(n):
-            best = max(range(len(rounds[i])), key=lambda k: (rounds[i][k]["score"], k))
-            kept.append(str(rounds[i][best]["memento"]))
-        return kept, rounds
+        return rounds
 
     # --- samples -----------------------------------------------------------------------------------------------
     def _meta(self, usage: UsageStats, **extra: Any) -> dict[str, Any]:
