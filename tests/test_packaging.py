@@ -47,6 +47,7 @@ def test_sdist_has_what_the_wheel_needs(dists: tuple[list[str], list[str]]) -> N
         "serving/autogen_memento_vllm/__init__.py",
         "serving/autogen_memento_vllm/chat_template.jinja",
         "autogen_ext_memento/assets/tiny_memento/model.safetensors",
+        "autogen_ext_memento/assets/tiny_full/model.safetensors",
     ):
         assert name in sdist, name
 
@@ -58,6 +59,8 @@ def test_wheel_from_the_sdist_has_plugin_assets_and_license(dists: tuple[list[st
         "autogen_memento_vllm/chat_template.jinja",
         "autogen_ext_memento/assets/tiny_memento/model.safetensors",
         "autogen_ext_memento/assets/tiny_memento/tokenizer.json",
+        "autogen_ext_memento/assets/tiny_full/model.safetensors",
+        "autogen_ext_memento/assets/tiny_full/training_log.json",
         "autogen_ext_memento/py.typed",
     ):
         assert name in wheel, name

@@ -1,8 +1,8 @@
-"""Assets shipped with the package: the tiny models (the offline defaults of the demo, examples and benchmarks).
+"""Assets shipped with the package: the twin tiny models (the offline defaults of the demo, examples and benchmarks).
 
-``tiny_memento`` is the shipped fixed-goal memento model. ``tiny_full`` is the base twin of the twin recipe
-(``autogen-memento train --preset tiny-twins``: same tokenizer, stage 1, data stream and steps, causal attention
-only); it is looked up here but not shipped yet.
+``tiny_full`` is the base (causal attention only) and ``tiny_memento`` its memento fine-tune, both produced by
+``autogen-memento train --preset tiny-twins`` (same tokenizer, stage 1, data stream and steps); each directory holds
+a model card (``README.md``) and its ``training_log.json``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 __all__ = ["tiny_full_model_path", "tiny_model_path"]
 
 _HERE = Path(__file__).resolve().parent
-_TWINS = "train the twins with `autogen-memento train --preset tiny-twins --out DIR` (scripts/train_tiny.sh)"
-_SHIPPED = (
-    "retrain it with `autogen-memento train --preset tiny --data fact-tracker --stages 1,2 --threads 1 --out DIR`"
+_TWINS = (
+    "retrain the twins with `autogen-memento train --preset tiny-twins --out DIR` (scripts/train_tiny.sh)"
+    " and copy DIR/<name> here"
 )
 
 
@@ -26,12 +26,12 @@ def _shipped(name: str, how: str) -> Path:
 
 
 def tiny_model_path() -> Path:
-    """Directory of the shipped tiny memento model (a Qwen3 checkpoint and its tokenizer, loadable offline).
+    """Directory of the shipped memento twin ``tiny_memento`` (a Qwen3 checkpoint and its tokenizer, loadable offline).
 
     Raises:
         FileNotFoundError: if the weights are missing (e.g. a source checkout without them).
     """
-    return _shipped("tiny_memento", _SHIPPED)
+    return _shipped("tiny_memento", _TWINS)
 
 
 def tiny_full_model_path() -> Path:

@@ -108,32 +108,6 @@ def _stages(args: argparse.Namespace) -> list[int]:
     return out
 
 
-def _run_shipped_tiny(args: argparse.Namespace, seed: int) -> int:
-    """Replay the recipe of the shipped fixed-goal tiny memento model (see its model card)."""
-    import shutil
-    import tempfile
-
-    from ..training._tiny_recipe import SHIPPED_PHASES, train_tiny_model
-
-    work = tempfile.mkdtemp(prefix="tiny_memento_")
-    try:
-        summary = train_tiny_model(
-            args.out,
-            seed=seed,
-            stage1_steps=args.max_steps,
-            threads=args.threads,
-            disable_tqdm=False,
-            work_dir=work,
-            probe_every=50,
-            **SHIPPED_PHASES,
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    summary.pop("curve", None)
-    print(json.dumps(summary, indent=1))
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     from ..training import build_dataset, get_preset, load_dataset_rows, train_stage
 
@@ -146,15 +120,16 @@ def run(args: argparse.Namespace) -> int:
         preset = preset.model_copy(update={"seed": args.seed})
     stages = _stages(args)
     out = Path(args.out)
-    if args.preset == "tiny" and args.data == FACT_TRACKER and stages == [1, 2] and args.model is None:
-        return _run_shipped_tiny(args, preset.seed)
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
     model: Any = args.model or preset.base_model
     if model is None:
-        raise SystemExit(f"preset {preset.name!r} has no base model: pass --model")
+        raise SystemExit(
+            f"preset {preset.name!r} has no base model: pass --model"
+            f" (or --preset {TWINS_PRESET} to train the shipped twins from scratch)"
+        )
     tokenizer: Any = None
     for stage in stages:
         target = out / f"stage{stage}" if len(stages) > 1 else out

@@ -29,6 +29,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from autogen_core import FunctionCall
 from autogen_core.models import (
@@ -61,14 +62,14 @@ class FactTrackerConfig(BaseModel):
     """Shape of fact-tracker episodes.
 
     Args:
-        goal: fixed goal keys (the default, the task the shipped tiny memento model was trained on: a shortcut a
-            model can learn instead of reading the goal), or ``None`` to draw the keys per episode so a model must
-            copy them from the goal message (:data:`HONEST_TASK`, the twin recipe's task).
+        goal: ``None`` (the default) draws the goal keys per episode, so a model must copy them from the goal
+            message; a tuple fixes them for every episode (a shortcut a model can learn instead of reading the goal).
         goal_keys: how many keys the agent must track when ``goal`` is ``None`` (the most, with
             ``min_goal_keys``: each episode draws its count uniformly from ``min_goal_keys .. goal_keys``).
         min_goal_keys: the fewest goal keys per episode (``None``: exactly ``goal_keys``).
         facts_per_page: ``key value`` lines per page (the observation's bulk); with ``min_facts_per_page``, the
-            most lines, each page drawing its count uniformly from ``min_facts_per_page .. facts_per_page``.
+            most lines, each page drawing its count uniformly from ``min_facts_per_page .. facts_per_page``
+            (``None``: exactly ``facts_per_page``).
         goal_fact_prob: probability that a fact is about a goal key (the rest are distractors).
         min_pages / max_pages: page count, drawn uniformly per episode.
         n_values: values are the integers ``0 .. n_values-1``.
@@ -77,16 +78,28 @@ class FactTrackerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    goal: tuple[str, ...] | None = ("alpha", "bravo")
-    goal_keys: int = Field(default=2, ge=1)
-    min_goal_keys: int | None = Field(default=None, ge=1)
-    facts_per_page: int = Field(default=8, ge=1)
-    min_facts_per_page: int | None = Field(default=None, ge=1)
+    goal: tuple[str, ...] | None = None
+    goal_keys: int = Field(default=3, ge=1)
+    min_goal_keys: int | None = Field(default=2, ge=1)
+    facts_per_page: int = Field(default=9, ge=1)
+    min_facts_per_page: int | None = Field(default=6, ge=1)
     goal_fact_prob: float = Field(default=0.25, ge=0.0, le=1.0)
     min_pages: int = Field(default=1, ge=1)
     max_pages: int = Field(default=5, ge=1)
     n_values: int = Field(default=100, ge=2, le=100)
     n_keys: int = Field(default=16, ge=2, le=len(KEYS))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clamp_default_minimums(cls, data: Any) -> Any:
+        # A smaller maximum alone (``facts_per_page=3``) narrows the default range instead of failing on it.
+        if isinstance(data, dict):
+            for most, least in (("facts_per_page", "min_facts_per_page"), ("goal_keys", "min_goal_keys")):
+                top = data.get(most)
+                default = cls.model_fields[least].default
+                if least not in data and isinstance(top, int) and default is not None and top < default:
+                    data = {**data, least: top}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> FactTrackerConfig:
@@ -107,9 +120,10 @@ class FactTrackerConfig(BaseModel):
         return self.model_copy(update={"min_pages": pages, "max_pages": pages})
 
 
-HONEST_TASK = FactTrackerConfig(goal=None, goal_keys=3, min_goal_keys=2, facts_per_page=9, min_facts_per_page=6)
-"""The task a model cannot shortcut: 2-3 random goal keys of 16 per episode, 6-9 facts a page (a block holds >= 5x the
-tokens of its memento), 1-5 pages; the twin recipe trains on it and ``autogen-memento eval`` measures on it."""
+HONEST_TASK = FactTrackerConfig()
+"""The default task, one a model cannot shortcut: 2-3 random goal keys of 16 per episode, 6-9 facts a page (a block
+holds >= 5x the tokens of its memento), 1-5 pages; the twins were trained on it and ``autogen-memento eval`` measures
+on it."""
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ bypasses transformers' own mask logic.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..grammar import MementoConfig, MementoTokenIds, build_visibility, visibility_to_additive
+from ..grammar import MementoConfig, MementoTokenIds, build_visibility, evictions, visibility_to_additive
 
 IGNORE_INDEX = -100
 MASK_KEY = "memento_attention_mask"
@@ -24,7 +25,7 @@ class MementoCollator:
 
     Each feature is a mapping with ``input_ids`` and ``labels`` (``-100`` where no loss is taken). The batch holds
     ``input_ids``, ``labels`` (padding is ``-100``), ``position_ids`` (``0..L-1`` per sample: tokens are hidden, never
-    removed, so positions stay contiguous in the original order), a 2-D ``attention_mask`` (1 on real tokens; for
+    removed, so positions stay contiguous in the original order; see ``max_position_gap``), a 2-D ``attention_mask`` (1 on real tokens; for
     token counting) and :data:`MASK_KEY`, a ``[B, 1, L, L]`` additive float mask.
 
     Padded positions see only themselves, so no softmax row is empty; real tokens never see padding.
@@ -36,6 +37,11 @@ class MementoCollator:
         pad_token_id: id used to pad ``input_ids``.
         pad_to_multiple_of: round the padded length up (helps kernels; 1 = no rounding).
         dtype: dtype of the additive mask (the model's compute dtype).
+        max_position_gap: if > 0, every block's logical positions end with a random gap of ``0..max_position_gap``
+            (uniform, drawn per block): the tokens after a block (its memento onwards) sit as far from what came
+            before as if the block had been that much longer. Positions stay increasing, so nothing but RoPE
+            distances change; it teaches distances longer than the training episodes (length generalisation).
+        seed: seed of the gap draws (the same batches get the same gaps).
     """
 
     def __init__(
@@ -47,15 +53,37 @@ class MementoCollator:
         pad_token_id: int = 0,
         pad_to_multiple_of: int = 1,
         dtype: Any = None,
+        max_position_gap: int = 0,
+        seed: int = 0,
     ) -> None:
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
+        if max_position_gap < 0:
+            raise ValueError(f"max_position_gap must be >= 0, got {max_position_gap}")
         self.memento_ids = memento_ids
         self.stage = stage
         self.config = config or MementoConfig(keep_last_n_blocks=0)
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = max(1, pad_to_multiple_of)
         self.dtype = dtype
+        self.max_position_gap = max_position_gap
+        self._rng = random.Random(seed)
+        # Gaps go after every block the memento rule would evict, whatever this stage's mask is.
+        self._gap_rule = self.config.model_copy(update={"keep_last_n_blocks": 0})
+
+    def positions(self, input_ids: Sequence[int]) -> list[int]:
+        """Logical positions of one unpadded sample: ``0..L-1``, plus the random gaps after blocks if enabled."""
+        n = len(input_ids)
+        if self.max_position_gap == 0:
+            return list(range(n))
+        shift = [0] * (n + 1)
+        for ev in evictions(list(input_ids), self.memento_ids, self._gap_rule):
+            shift[ev.span[1]] += self._rng.randint(0, self.max_position_gap)
+        out, total = [], 0
+        for i in range(n):
+            total += shift[i]
+            out.append(i + total)
+        return out
 
     def visibility(self, input_ids: Sequence[int]) -> Any:
         """The boolean ``[L, L]`` visibility of one unpadded sample under this collator's stage."""
@@ -77,6 +105,7 @@ class MementoCollator:
         input_ids = torch.full((b, n), self.pad_token_id, dtype=torch.long)
         labels = torch.full((b, n), IGNORE_INDEX, dtype=torch.long)
         attn = torch.zeros((b, n), dtype=torch.long)
+        positions = torch.arange(n, dtype=torch.long).unsqueeze(0).expand(b, n).contiguous()
         visible = torch.zeros((b, 1, n, n), dtype=torch.bool)
         eye = torch.eye(n, dtype=torch.bool)
         for i, (ids, lab) in enumerate(zip(ids_list, labels_list, strict=True)):
@@ -88,7 +117,10 @@ class MementoCollator:
             attn[i, :k] = 1
             visible[i, 0] = eye  # padded rows attend to themselves only
             visible[i, 0, :k, :k] = self.visibility(ids)
-        positions = torch.arange(n, dtype=torch.long).unsqueeze(0).expand(b, n).contiguous()
+            if self.max_position_gap:
+                pos = self.positions(ids)
+                positions[i, :k] = torch.tensor(pos, dtype=torch.long)
+                positions[i, k:] = torch.arange(pos[-1] + 1, pos[-1] + 1 + n - k, dtype=torch.long)
         additive = visibility_to_additive(visible, dtype)
         return {
             "input_ids": input_ids,

@@ -89,6 +89,42 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
+def sft_arguments(
+    preset: TrainingPreset, out: Path, *, steps: int, accum: int, group_by_length: bool
+) -> dict[str, Any]:
+    """The ``SFTConfig`` keyword arguments of a preset: its optimiser, schedule, precision and checkpointing."""
+    sched_kwargs = {"min_lr_rate": preset.min_lr_ratio} if preset.lr_scheduler_type == "cosine_with_min_lr" else None
+    return dict(
+        output_dir=str(out),
+        per_device_train_batch_size=preset.per_device_batch_size,
+        gradient_accumulation_steps=accum,
+        learning_rate=preset.learning_rate,
+        lr_scheduler_type=preset.lr_scheduler_type,
+        lr_scheduler_kwargs=sched_kwargs,
+        warmup_steps=preset.warmup_ratio,
+        num_train_epochs=preset.num_train_epochs,
+        max_steps=steps,
+        max_grad_norm=preset.max_grad_norm,
+        weight_decay=preset.weight_decay,
+        adam_beta1=preset.adam_beta1,
+        adam_beta2=preset.adam_beta2,
+        bf16=preset.bf16,
+        activation_checkpointing=preset.gradient_checkpointing,
+        seed=preset.seed,
+        data_seed=preset.seed,
+        logging_steps=preset.logging_steps,
+        save_steps=preset.save_steps,
+        save_total_limit=preset.save_total_limit,
+        report_to="none",
+        max_length=None,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        shuffle_dataset=False,
+        train_sampling_strategy="sequential" if group_by_length else "random",
+        dataloader_num_workers=0,
+    )
+
+
 def train_stage(
     model: str | Any,
     dataset: Any,
@@ -134,7 +170,12 @@ def train_stage(
     ids = MementoTokenIds.from_tokenizer(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     collator = MementoCollator(
-        ids, stage=preset.mask_stage(stage), config=preset.memento_config(stage), pad_token_id=int(pad or 0)
+        ids,
+        stage=preset.mask_stage(stage),
+        config=preset.memento_config(stage),
+        pad_token_id=int(pad or 0),
+        max_position_gap=preset.max_position_gap,
+        seed=preset.seed + stage,
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accum = max(1, math.ceil(preset.global_batch_size / (preset.per_device_batch_size * world)))
@@ -144,37 +185,8 @@ def train_stage(
         lengths = [len(x) for x in dataset["input_ids"]]
         dataset = dataset.select(length_grouped_order(lengths, preset.per_device_batch_size, preset.seed + stage))
     steps = preset.max_steps if max_steps is None else max_steps
-    sched_kwargs = {"min_lr_rate": preset.min_lr_ratio} if preset.lr_scheduler_type == "cosine_with_min_lr" else None
-    kwargs: dict[str, Any] = dict(
-        output_dir=str(out),
-        per_device_train_batch_size=preset.per_device_batch_size,
-        gradient_accumulation_steps=accum,
-        learning_rate=preset.learning_rate,
-        lr_scheduler_type=preset.lr_scheduler_type,
-        lr_scheduler_kwargs=sched_kwargs,
-        warmup_steps=preset.warmup_ratio,
-        num_train_epochs=preset.num_train_epochs,
-        max_steps=steps,
-        max_grad_norm=preset.max_grad_norm,
-        weight_decay=preset.weight_decay,
-        adam_beta1=preset.adam_beta1,
-        adam_beta2=preset.adam_beta2,
-        bf16=preset.bf16,
-        activation_checkpointing=preset.gradient_checkpointing,
-        seed=preset.seed,
-        data_seed=preset.seed,
-        logging_steps=preset.logging_steps,
-        save_steps=preset.save_steps,
-        save_total_limit=preset.save_total_limit,
-        report_to="none",
-        max_length=None,
-        dataset_kwargs={"skip_prepare_dataset": True},
-        remove_unused_columns=False,
-        shuffle_dataset=False,
-        train_sampling_strategy="sequential" if group_by_length else "random",
-        dataloader_num_workers=0,
-        disable_tqdm=disable_tqdm,
-    )
+    kwargs = sft_arguments(preset, out, steps=steps, accum=accum, group_by_length=group_by_length)
+    kwargs["disable_tqdm"] = disable_tqdm
     kwargs.update(extra_args or {})  # explicit overrides win over the preset
     args = SFTConfig(**kwargs)
     trainer = _sft_trainer_cls()(

@@ -88,6 +88,8 @@ class TwinsRecipe(BaseModel):
         threads: torch CPU threads for stage 1 (each twin gets ``max(1, threads // jobs)``).
         jobs: twins trained at once in stage 2 (1 or 2 processes).
         probe_every: steps between learning-curve probes (teacher-forced exactness on held-out episodes).
+        stage2_position_gap: length augmentation of both twins' stage 2: each block's positions end with a random
+            gap of up to this many positions, as if the block had been longer (0: off).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -104,6 +106,7 @@ class TwinsRecipe(BaseModel):
     threads: int = Field(default=1, ge=1)
     jobs: int = Field(default=2, ge=1, le=2)
     probe_every: int = Field(default=100, ge=1)
+    stage2_position_gap: int = Field(default=0, ge=0)
 
     def preset(self) -> TrainingPreset:
         """The ``tiny`` training preset with this recipe's seed, batch and learning rate."""
@@ -242,13 +245,14 @@ def _phase(
     task: FactTrackerConfig = TASK,
     until: float | None = None,
     bare: bool = False,
+    position_gap: int = 0,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """One training phase on fresh seeded episodes; returns the model, tokenizer and the phase's log.
 
     With ``until``, the learning rate stays constant after warmup and the phase stops at the first probe whose
     teacher-forced causal exactness (on held-out episodes of ``task``) reaches ``until``.
     """
-    preset = recipe.preset()
+    preset = recipe.preset().model_copy(update={"max_position_gap": position_gap})
     if until is not None:
         preset = preset.model_copy(update={"lr_scheduler_type": "constant_with_warmup"})
     data = (bare_dataset if bare else episode_dataset)(tok, steps * recipe.batch_size, data_seed, task)
@@ -268,7 +272,7 @@ def _phase(
         extra_args={"use_cpu": True, "dataloader_pin_memory": False, "save_strategy": "no"},
     )
     losses = [{"phase": phase, "step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-    log = {"phase": phase, "steps": trainer.state.global_step, "max_steps": steps, "data_seed": data_seed,
+    log = {"phase": phase, "steps": trainer.state.global_step, "max_steps": steps, "data_seed": data_seed, "position_gap": position_gap,
            "mask": "memento" if mask_stage == 2 else "causal", "wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
            "probes": history, "losses": losses}  # fmt: skip
     return model, tok, log
@@ -329,6 +333,7 @@ def train_twin(
         recipe=recipe,
         work=out.with_name(out.name + "_work"),
         position=position,
+        position_gap=recipe.stage2_position_gap,
     )
     finalize_model_config(model, tok)
     model.save_pretrained(out)

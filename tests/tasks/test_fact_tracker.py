@@ -66,11 +66,13 @@ def test_episodes_are_seeded_and_shaped() -> None:
     with pytest.raises(ValueError):
         FactTrackerConfig(min_pages=5, max_pages=2)
     assert {ep.goal for ep in a} == {("alpha", "bravo")}  # a fixed goal when asked for
-    random_goal = sample_episodes(20, seed=1, config=FactTrackerConfig(goal=None, goal_keys=3))
+    random_goal = sample_episodes(20, seed=1, config=FactTrackerConfig(goal_keys=3, min_goal_keys=None))
     assert len({ep.goal for ep in random_goal}) > 5 and all(len(ep.goal) == 3 for ep in random_goal)
     honest = sample_episodes(50, seed=2, config=HONEST_TASK)  # 2-3 random goal keys per episode
     assert {len(ep.goal) for ep in honest} == {2, 3} and len({ep.goal for ep in honest}) > 40
-    assert {ep.goal for ep in sample_episodes(5, seed=2)} == {("alpha", "bravo")}  # the default: fixed keys
+    assert sample_episodes(5, seed=2) == sample_episodes(5, seed=2, config=HONEST_TASK)  # the default: honest
+    assert FactTrackerConfig(goal_keys=1).min_goal_keys == 1  # a smaller maximum narrows the default range
+    assert FactTrackerConfig(facts_per_page=3).min_facts_per_page == 3
     with pytest.raises(ValueError):
         FactTrackerConfig(min_goal_keys=4, goal_keys=3)
     with pytest.raises(ValueError):

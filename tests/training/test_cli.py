@@ -49,13 +49,14 @@ def test_train_cli_runs_a_stage_on_jsonl(
 
 
 def test_eval_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # The base twin is not shipped yet: the shipped memento model stands in for both twins here (plumbing only).
     argv = ["eval", "--json", "--episodes", "2", "--seed", "5", "--pages", "2", "--out", str(tmp_path), "--jobs", "1",
-            "--threads", "1", "--base-model", "tiny", "--model", "tiny", "--modes", "full,memento_kv,restart,memento_full"]  # fmt: skip
+            "--threads", "1", "--modes", "full,memento_kv,restart,memento_full"]  # fmt: skip
     rc = main(argv)
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["episodes"] == 2 and report["seed"] == 5
+    assert set(report["models"]) == {"base", "memento"}  # the shipped twins by default
+    assert report["models"]["base"].endswith("tiny_full") and report["models"]["memento"].endswith("tiny_memento")
     assert set(report["modes"]) == {"full", "memento_kv", "restart", "memento_full"}
     for mode in report["modes"].values():
         assert 0.0 <= mode["accuracy"] <= 1.0 and mode["peak_kv_tokens"] > 0 and mode["auc_kv"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from autogen_ext_memento.grammar import MementoConfig, MementoTokenIds
@@ -82,3 +83,23 @@ def test_collated_mask_drives_a_model_like_eviction(tiny_model_dir) -> None:  # 
         ).logits
     assert torch.allclose(lb[1, : len(b)], lo[0], atol=1e-5)
     assert torch.isfinite(lb).all()
+
+
+def test_position_gaps_follow_each_block_and_leave_the_mask_alone() -> None:
+    feats = [{"input_ids": SEQ, "labels": SEQ}]
+    plain = MementoCollator(IDS, stage=2)(feats)
+    gapped = [MementoCollator(IDS, stage=s, max_position_gap=50, seed=3)(feats) for s in (1, 2)]
+    for batch, base in zip(gapped, (MementoCollator(IDS, stage=1)(feats), plain), strict=True):
+        assert torch.equal(batch[MASK_KEY], base[MASK_KEY])  # only positions change
+    pos = gapped[1]["position_ids"][0].tolist()
+    steps = [b - a for a, b in zip(pos, pos[1:], strict=False)]
+    # the gaps sit where each evicted block's content ends (positions 4 and 10), nowhere else
+    assert all(d == 1 for i, d in enumerate(steps) if i + 1 not in (4, 10))
+    assert all(1 <= steps[i - 1] <= 51 for i in (4, 10)) and sum(steps) > len(steps)
+    # the same seed gives the same gaps, for either mask; another seed (almost surely) other gaps
+    assert gapped[0]["position_ids"].tolist() == gapped[1]["position_ids"].tolist()
+    other = MementoCollator(IDS, stage=2, max_position_gap=50, seed=4)(feats)["position_ids"]
+    assert other.tolist() != gapped[1]["position_ids"].tolist()
+    assert plain["position_ids"][0].tolist() == list(range(len(SEQ)))
+    with pytest.raises(ValueError, match="max_position_gap"):
+        MementoCollator(IDS, max_position_gap=-1)
