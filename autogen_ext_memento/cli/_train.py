@@ -71,6 +71,12 @@ def register(subparsers: Any) -> None:
     twins.add_argument("--stage1-steps", type=positive_int, default=None, help="shared causal steps on the task")
     twins.add_argument("--stage2-steps", type=positive_int, default=None, help="each twin's second-stage steps")
     twins.add_argument("--batch-size", type=positive_int, default=None, help="episodes per step")
+    twins.add_argument(
+        "--position-gap",
+        type=int,
+        default=None,
+        help="length augmentation: random position gap of up to N after each block, in every phase (default 0)",
+    )
     twins.add_argument("--jobs", type=int, choices=(1, 2), default=None, help="twins trained at once in stage 2")
     p.set_defaults(func=run)
 
@@ -90,6 +96,7 @@ def _run_twins(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "threads": args.threads,
         "jobs": args.jobs,
+        "position_gap": args.position_gap,
     }
     recipe = TwinsRecipe(**{k: v for k, v in given.items() if v is not None})
     summary = train_tiny_twins(args.out, recipe)

@@ -88,8 +88,9 @@ class TwinsRecipe(BaseModel):
         threads: torch CPU threads for stage 1 (each twin gets ``max(1, threads // jobs)``).
         jobs: twins trained at once in stage 2 (1 or 2 processes).
         probe_every: steps between learning-curve probes (teacher-forced exactness on held-out episodes).
-        stage2_position_gap: length augmentation of both twins' stage 2: each block's positions end with a random
-            gap of up to this many positions, as if the block had been longer (0: off).
+        position_gap: length augmentation in every phase: each block's positions end with a random gap of up to
+            this many positions, as if the block had been longer (0: off).
+        stage2_position_gap: the same for both twins' stage 2 only (overrides ``position_gap`` there when > 0).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -106,6 +107,7 @@ class TwinsRecipe(BaseModel):
     threads: int = Field(default=1, ge=1)
     jobs: int = Field(default=2, ge=1, le=2)
     probe_every: int = Field(default=100, ge=1)
+    position_gap: int = Field(default=0, ge=0)
     stage2_position_gap: int = Field(default=0, ge=0)
 
     def preset(self) -> TrainingPreset:
@@ -301,6 +303,7 @@ def train_stage1(out_dir: str | Path, recipe: TwinsRecipe) -> dict[str, Any]:
             model, tok, log = _phase(
                 model, tok, phase=phase, mask_stage=1, steps=steps, data_seed=seed_base + recipe.seed,
                 recipe=recipe, work=work, position=0, task=task, until=until, bare=bare,
+                position_gap=recipe.position_gap,
             )  # fmt: skip
             logs.append(log)
     finalize_model_config(model, tok)
@@ -333,7 +336,7 @@ def train_twin(
         recipe=recipe,
         work=out.with_name(out.name + "_work"),
         position=position,
-        position_gap=recipe.stage2_position_gap,
+        position_gap=recipe.stage2_position_gap or recipe.position_gap,
     )
     finalize_model_config(model, tok)
     model.save_pretrained(out)
