@@ -41,7 +41,9 @@ class MementoCollator:
             (uniform, drawn per block): the tokens after a block (its memento onwards) sit as far from what came
             before as if the block had been that much longer. Positions stay increasing, so nothing but RoPE
             distances change; it teaches distances longer than the training episodes (length generalisation).
-        seed: seed of the gap draws (the same batches get the same gaps).
+        causal_share: stage 2 only: the share of samples (drawn per sample) that keep plain causal attention, so a
+            memento model also learns to read the full context (it then does not *need* eviction).
+        seed: seed of the gap and causal-share draws (the same batches get the same draws).
     """
 
     def __init__(
@@ -54,12 +56,15 @@ class MementoCollator:
         pad_to_multiple_of: int = 1,
         dtype: Any = None,
         max_position_gap: int = 0,
+        causal_share: float = 0.0,
         seed: int = 0,
     ) -> None:
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
         if max_position_gap < 0:
             raise ValueError(f"max_position_gap must be >= 0, got {max_position_gap}")
+        if not 0.0 <= causal_share <= 1.0:
+            raise ValueError(f"causal_share must be in [0, 1], got {causal_share}")
         self.memento_ids = memento_ids
         self.stage = stage
         self.config = config or MementoConfig(keep_last_n_blocks=0)
@@ -67,7 +72,9 @@ class MementoCollator:
         self.pad_to_multiple_of = max(1, pad_to_multiple_of)
         self.dtype = dtype
         self.max_position_gap = max_position_gap
+        self.causal_share = causal_share
         self._rng = random.Random(seed)
+        self._share_rng = random.Random(seed + 1)  # its own stream: turning gaps on does not change these draws
         # Gaps go after every block the memento rule would evict, whatever this stage's mask is.
         self._gap_rule = self.config.model_copy(update={"keep_last_n_blocks": 0})
 
@@ -116,7 +123,8 @@ class MementoCollator:
             labels[i, :k] = torch.tensor(lab, dtype=torch.long)
             attn[i, :k] = 1
             visible[i, 0] = eye  # padded rows attend to themselves only
-            visible[i, 0, :k, :k] = self.visibility(ids)
+            causal = self.stage == 2 and self.causal_share > 0 and self._share_rng.random() < self.causal_share
+            visible[i, 0, :k, :k] = torch.ones(k, k, dtype=torch.bool).tril() if causal else self.visibility(ids)
             if self.max_position_gap:
                 pos = self.positions(ids)
                 positions[i, :k] = torch.tensor(pos, dtype=torch.long)

@@ -39,6 +39,7 @@ class TrainingPreset(BaseModel):
         seed: training seed.
         max_position_gap: length augmentation: each block's positions end with a random gap of up to this many
             positions (see :class:`MementoCollator`); 0 = contiguous positions.
+        causal_share: stage 2: the share of samples trained with causal attention instead of the memento mask.
         logging_steps, save_steps, save_total_limit: logging and resumable checkpoints.
     """
 
@@ -67,6 +68,7 @@ class TrainingPreset(BaseModel):
     gradient_checkpointing: bool = True
     seed: int = 42
     max_position_gap: int = Field(default=0, ge=0)
+    causal_share: float = Field(default=0.0, ge=0.0, le=1.0)
     logging_steps: int = 10
     save_steps: int = 200
     save_total_limit: int | None = 2

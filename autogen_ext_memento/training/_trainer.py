@@ -175,6 +175,7 @@ def train_stage(
         config=preset.memento_config(stage),
         pad_token_id=int(pad or 0),
         max_position_gap=preset.max_position_gap,
+        causal_share=preset.causal_share,
         seed=preset.seed + stage,
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -91,6 +91,8 @@ class TwinsRecipe(BaseModel):
         position_gap: length augmentation in every phase: each block's positions end with a random gap of up to
             this many positions, as if the block had been longer (0: off).
         stage2_position_gap: the same for both twins' stage 2 only (overrides ``position_gap`` there when > 0).
+        memento_causal_share: the share of ``tiny_memento``'s stage-2 samples trained causally (the rest under the
+            memento mask), so the memento twin also reads full context; ``tiny_full`` is causal throughout anyway.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -109,6 +111,7 @@ class TwinsRecipe(BaseModel):
     probe_every: int = Field(default=100, ge=1)
     position_gap: int = Field(default=0, ge=0)
     stage2_position_gap: int = Field(default=0, ge=0)
+    memento_causal_share: float = Field(default=0.0, ge=0.0, le=1.0)
 
     def preset(self) -> TrainingPreset:
         """The ``tiny`` training preset with this recipe's seed, batch and learning rate."""
@@ -248,13 +251,14 @@ def _phase(
     until: float | None = None,
     bare: bool = False,
     position_gap: int = 0,
+    causal_share: float = 0.0,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """One training phase on fresh seeded episodes; returns the model, tokenizer and the phase's log.
 
     With ``until``, the learning rate stays constant after warmup and the phase stops at the first probe whose
     teacher-forced causal exactness (on held-out episodes of ``task``) reaches ``until``.
     """
-    preset = recipe.preset().model_copy(update={"max_position_gap": position_gap})
+    preset = recipe.preset().model_copy(update={"max_position_gap": position_gap, "causal_share": causal_share})
     if until is not None:
         preset = preset.model_copy(update={"lr_scheduler_type": "constant_with_warmup"})
     data = (bare_dataset if bare else episode_dataset)(tok, steps * recipe.batch_size, data_seed, task)
@@ -274,7 +278,7 @@ def _phase(
         extra_args={"use_cpu": True, "dataloader_pin_memory": False, "save_strategy": "no"},
     )
     losses = [{"phase": phase, "step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-    log = {"phase": phase, "steps": trainer.state.global_step, "max_steps": steps, "data_seed": data_seed, "position_gap": position_gap,
+    log = {"phase": phase, "steps": trainer.state.global_step, "max_steps": steps, "data_seed": data_seed, "position_gap": position_gap, "causal_share": causal_share,
            "mask": "memento" if mask_stage == 2 else "causal", "wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
            "probes": history, "losses": losses}  # fmt: skip
     return model, tok, log
@@ -337,6 +341,7 @@ def train_twin(
         work=out.with_name(out.name + "_work"),
         position=position,
         position_gap=recipe.stage2_position_gap or recipe.position_gap,
+        causal_share=recipe.memento_causal_share if twin == "memento" else 0.0,
     )
     finalize_model_config(model, tok)
     model.save_pretrained(out)

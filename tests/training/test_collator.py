@@ -103,3 +103,24 @@ def test_position_gaps_follow_each_block_and_leave_the_mask_alone() -> None:
     assert plain["position_ids"][0].tolist() == list(range(len(SEQ)))
     with pytest.raises(ValueError, match="max_position_gap"):
         MementoCollator(IDS, max_position_gap=-1)
+
+
+def test_causal_share_trains_some_stage2_samples_causally() -> None:
+    feats = [{"input_ids": SEQ, "labels": SEQ}] * 64
+    causal = torch.ones(len(SEQ), len(SEQ), dtype=torch.bool).tril()
+    memento = _expected_stage2(len(SEQ))
+    batch = MementoCollator(IDS, stage=2, causal_share=0.5, seed=1)(feats)
+    kinds = []
+    for i in range(len(feats)):
+        vis = batch[MASK_KEY][i, 0] == 0
+        assert torch.equal(vis, causal) or torch.equal(vis, memento)
+        kinds.append(torch.equal(vis, causal))
+    assert 16 <= sum(kinds) <= 48  # about half, drawn per sample
+    again = MementoCollator(IDS, stage=2, causal_share=0.5, seed=1)(feats)
+    assert torch.equal(again[MASK_KEY], batch[MASK_KEY])  # seeded
+    none = MementoCollator(IDS, stage=2, causal_share=0.0)(feats[:4])
+    assert all(torch.equal(none[MASK_KEY][i, 0] == 0, memento) for i in range(4))
+    stage1 = MementoCollator(IDS, stage=1, causal_share=1.0)(feats[:2])  # stage 1 is causal anyway
+    assert torch.equal(stage1[MASK_KEY][0, 0] == 0, causal)
+    with pytest.raises(ValueError, match="causal_share"):
+        MementoCollator(IDS, causal_share=1.5)
