@@ -459,14 +459,5 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
 
     @classmethod
     def _from_config(cls, config: TransformersBackendConfig) -> Self:
-        return cls(
-            config.model,
-            config.tokenizer,
-            memento=config.memento,
-            device=config.device,
-            dtype=config.dtype,
-            max_model_len=config.max_model_len,
-            max_sessions=config.max_sessions,
-            num_threads=config.num_threads,
-            trust_remote_code=config.trust_remote_code,
-        )
+        rest = {k: v for k, v in config if k not in ("model", "tokenizer")}  # the keywords are the fields
+        return cls(config.model, config.tokenizer, **rest)

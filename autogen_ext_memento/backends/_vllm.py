@@ -339,20 +339,8 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
 
     @classmethod
     def _from_config(cls, config: VLLMBackendConfig) -> Self:
-        return cls(
-            config.base_url,
-            config.tokenizer,
-            model_name=config.model_name,
-            timeout_s=config.timeout_s,
-            connect_timeout_s=config.connect_timeout_s,
-            max_retries=config.max_retries,
-            retry_backoff_s=config.retry_backoff_s,
-            retry_backoff_max_s=config.retry_backoff_max_s,
-            fallback_urls=config.fallback_urls,
-            stream=config.stream,
-            max_connections=config.max_connections,
-            trust_remote_code=config.trust_remote_code,
-        )
+        rest = {k: v for k, v in config if k not in ("base_url", "tokenizer")}  # the keywords are the fields
+        return cls(config.base_url, config.tokenizer, **rest)
 
 
 class _Cancelled(Exception):

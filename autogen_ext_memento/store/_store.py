@@ -350,16 +350,3 @@ def dumps_messages(messages: Sequence[LLMMessage]) -> str:
 def loads_messages(data: str) -> list[LLMMessage]:
     """Inverse of :func:`dumps_messages`."""
     return _load_json(data)
-
-
-__all__ = [
-    "BlockStore",
-    "InMemoryBlockStore",
-    "InMemoryBlockStoreConfig",
-    "SQLiteBlockStore",
-    "SQLiteBlockStoreConfig",
-    "StoredBlock",
-    "dumps_messages",
-    "loads_messages",
-    "stored_text",
-]
