@@ -75,7 +75,13 @@ def register(subparsers: Any) -> None:
         "--position-gap",
         type=int,
         default=None,
-        help="length augmentation: random position gap of up to N after each block, in every phase (default 0)",
+        help="length augmentation: random position gap of up to N after each block, in every phase (default 100)",
+    )
+    twins.add_argument(
+        "--memento-causal-share",
+        type=float,
+        default=None,
+        help="share of tiny_memento's stage-2 samples trained causally, the rest under the memento mask (default 0.5)",
     )
     twins.add_argument("--jobs", type=int, choices=(1, 2), default=None, help="twins trained at once in stage 2")
     p.set_defaults(func=run)
@@ -97,6 +103,7 @@ def _run_twins(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "jobs": args.jobs,
         "position_gap": args.position_gap,
+        "memento_causal_share": args.memento_causal_share,
     }
     recipe = TwinsRecipe(**{k: v for k, v in given.items() if v is not None})
     summary = train_tiny_twins(args.out, recipe)

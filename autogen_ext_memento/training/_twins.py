@@ -109,9 +109,9 @@ class TwinsRecipe(BaseModel):
     threads: int = Field(default=1, ge=1)
     jobs: int = Field(default=2, ge=1, le=2)
     probe_every: int = Field(default=100, ge=1)
-    position_gap: int = Field(default=0, ge=0)
+    position_gap: int = Field(default=100, ge=0)
     stage2_position_gap: int = Field(default=0, ge=0)
-    memento_causal_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    memento_causal_share: float = Field(default=0.5, ge=0.0, le=1.0)
 
     def preset(self) -> TrainingPreset:
         """The ``tiny`` training preset with this recipe's seed, batch and learning rate."""

@@ -23,9 +23,9 @@ from autogen_ext_memento.tasks import HONEST_TASK, FactTrackerConfig, sample_epi
 
 HELD_OUT_SEED = 777_001  # the recipe trains on seeds 300-2999 (+ its seed) and probes on 99_999
 N_EPISODES = 100
-# The bar is 90% for each twin at training length; the shipped twins solve 94/100 each on this set, and these
-# floors leave room for BLAS-level differences between machines, not for a regression of ten episodes.
-FLOOR = {"full": 0.88, "memento_kv": 0.88}
+# The bar is 90% for each twin at training length (a real assertion); the shipped twins solve 99/100 (full)
+# and 100/100 (memento_kv) on this set, so the bar leaves room for BLAS-level differences between machines only.
+FLOOR = {"full": 0.9, "memento_kv": 0.9}
 
 
 @pytest.fixture(scope="module")

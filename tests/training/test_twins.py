@@ -61,7 +61,7 @@ def test_the_twins_task_is_honest(tok: object) -> None:
 def test_twin_recipe_runs_both_twins_from_one_stage1(tmp_path: Path) -> None:
     recipe = TwinsRecipe(
         warmup_steps=1, curriculum_steps=1, stage1_steps=2, stage2_steps=2, batch_size=2, jobs=1, probe_every=100,
-        stage2_position_gap=7,
+        position_gap=3, stage2_position_gap=7, memento_causal_share=0.5,
     )  # fmt: skip
     summary = train_tiny_twins(tmp_path, recipe)
     from transformers import AutoModelForCausalLM
@@ -81,9 +81,11 @@ def test_twin_recipe_runs_both_twins_from_one_stage1(tmp_path: Path) -> None:
     assert logs["f"]["stage1"] == logs["m"]["stage1"]
     assert logs["f"]["stage2"]["mask"] == "causal" and logs["m"]["stage2"]["mask"] == "memento"
     assert logs["f"]["stage2"]["data_seed"] == logs["m"]["stage2"]["data_seed"]
-    # the length augmentation reaches both twins' stage 2 alike, and only stage 2
+    # the length augmentation: stage 1's gap in every stage-1 phase, stage 2's override for both twins alike
     assert logs["f"]["stage2"]["position_gap"] == logs["m"]["stage2"]["position_gap"] == 7
-    assert {p["position_gap"] for p in summary["stage1"]["phases"]} == {0}
+    assert {p["position_gap"] for p in summary["stage1"]["phases"]} == {3}
+    # a share of the memento twin's stage-2 samples can be causal; the base twin is causal anyway
+    assert (logs["m"]["stage2"]["causal_share"], logs["f"]["stage2"]["causal_share"]) == (0.5, 0.0)
     assert [p["phase"] for p in summary["stage1"]["phases"]] == ["stage1-warmup", "stage1-curriculum", "stage1"]
     assert not list(tmp_path.glob("*_work"))
 
