@@ -227,6 +227,81 @@ class _Problem:
         return out
 
 
+def _first_layer(prob: _Problem) -> dict[int, _Front]:
+    """One-block prefixes: every end ``i`` whose single block is within the size limits."""
+    first: dict[int, _Front] = {}
+    for i in range(1, prob.n + 1):
+        size = int(prob.prefix[i])
+        if size >= prob.min_tokens and (prob.max_tokens is None or size <= prob.max_tokens) and prob.alive(i):
+            first[i] = _Front(np.zeros(1), np.array([float(size) ** 2]), np.zeros(1, np.int64), np.zeros(1, np.int64))
+    return first
+
+
+def _prune(prob: _Problem, layer: dict[int, _Front], k: int, best_f: float) -> None:
+    """Drop the front points of unfinished states whose bound cannot beat ``best_f`` (in place)."""
+    for i in list(layer):
+        if i == prob.n:
+            continue
+        fr = layer[i]
+        ok = prob.bound(i, k, fr.s, fr.q) >= best_f - 1e-9
+        if not ok.all():
+            if not ok.any():
+                del layer[i]
+                continue
+            layer[i] = _Front(fr.s[ok], fr.q[ok], fr.prev_j[ok], fr.prev_idx[ok])
+
+
+def _next_layer(prob: _Problem, layer: dict[int, _Front], keep_one: bool) -> dict[int, _Front]:
+    """States with one more block: every unfinished state of ``layer`` extended by a block ending at each ``i``."""
+    n, pf = prob.n, prob.pf
+    prev = {i: fr for i, fr in layer.items() if i != n}
+    js = sorted(prev)
+    # Concatenate the previous layer's fronts in j order: each state's candidates are one contiguous slice.
+    s_all = np.concatenate([prev[j].s for j in js])
+    q_all = np.concatenate([prev[j].q for j in js])
+    j_all = np.concatenate([np.full(len(prev[j].s), j, dtype=np.int64) for j in js])
+    idx_all = np.concatenate([np.arange(len(prev[j].s), dtype=np.int64) for j in js])
+    starts = np.searchsorted(j_all, np.arange(n + 2), side="left")
+    s_shift = np.round(s_all + prob.cut_score[j_all], 9)
+    new: dict[int, _Front] = {}
+    for i in range(js[0] + 1, n + 1):
+        if not prob.alive(i):
+            continue
+        lo, hi = prob.lo[i], prob.hi[i]
+        if hi < lo:
+            continue
+        a, b = int(starts[lo]), int(starts[hi + 1])
+        if b <= a:
+            continue
+        s = s_shift[a:b]
+        q = q_all[a:b] + (pf[i] - pf[j_all[a:b]]) ** 2
+        if keep_one:
+            # Best S, then least Q (lexsort's last key is primary).
+            sel = np.array([np.lexsort((q, -s))[0]])
+        else:
+            order = np.lexsort((q, -s))
+            qs = q[order]
+            running = np.minimum.accumulate(qs)
+            keep = np.empty(len(qs), dtype=bool)
+            keep[0] = True
+            keep[1:] = qs[1:] < running[:-1]
+            sel = order[keep]
+        new[i] = _Front(s[sel], q[sel], j_all[a:b][sel], idx_all[a:b][sel])
+    return new
+
+
+def _trace_back(layers: list[dict[int, _Front]], n: int, k: int, idx: int) -> list[int]:
+    """The cuts of the solution at front point ``idx`` of state ``(n, k)``."""
+    cuts: list[int] = []
+    i = n
+    while k > 1:
+        fr = layers[k - 1][i]
+        j, idx = int(fr.prev_j[idx]), int(fr.prev_idx[idx])
+        cuts.append(j - 1)
+        i, k = j, k - 1
+    return sorted(cuts)
+
+
 def _search(prob: _Problem, *, keep_one: bool, incumbent: float) -> tuple[float, list[int] | None]:
     """Layered DP over (prefix end i, block count k) keeping Pareto fronts of (S max, Q min).
 
@@ -235,15 +310,9 @@ def _search(prob: _Problem, *, keep_one: bool, incumbent: float) -> tuple[float,
     it can beat a solution already known, so the optimum — if it beats the incumbent — is never pruned.
     Returns the best objective found above ``incumbent`` and its cuts (``None`` if none beat it).
     """
-    n, pf, cut_score = prob.n, prob.pf, prob.cut_score
+    n = prob.n
     best_f, best_at = incumbent, None
-    layers: list[dict[int, _Front]] = []
-    first: dict[int, _Front] = {}
-    for i in range(1, n + 1):
-        size = int(prob.prefix[i])
-        if size >= prob.min_tokens and (prob.max_tokens is None or size <= prob.max_tokens) and prob.alive(i):
-            first[i] = _Front(np.zeros(1), np.array([float(size) ** 2]), np.zeros(1, np.int64), np.zeros(1, np.int64))
-    layers.append(first)
+    layers: list[dict[int, _Front]] = [_first_layer(prob)]
     k = 1
     while True:
         layer = layers[-1]
@@ -254,62 +323,11 @@ def _search(prob: _Problem, *, keep_one: bool, incumbent: float) -> tuple[float,
             if float(f[idx]) > best_f + 1e-12:
                 best_f, best_at = float(f[idx]), (k, idx)
         if not keep_one:
-            # Prune with the incumbent (which may just have improved).
-            for i in list(layer):
-                if i == n:
-                    continue
-                fr = layer[i]
-                ok = prob.bound(i, k, fr.s, fr.q) >= best_f - 1e-9
-                if not ok.all():
-                    if not ok.any():
-                        del layer[i]
-                        continue
-                    layer[i] = _Front(fr.s[ok], fr.q[ok], fr.prev_j[ok], fr.prev_idx[ok])
+            _prune(prob, layer, k, best_f)  # with the incumbent, which may just have improved
         if k >= prob.k_max or not any(i != n for i in layer):
             break
         k += 1
-        prev = {i: fr for i, fr in layer.items() if i != n}
-        js = sorted(prev)
-        # Concatenate the previous layer's fronts in j order: each state's candidates are one contiguous slice.
-        s_all = np.concatenate([prev[j].s for j in js])
-        q_all = np.concatenate([prev[j].q for j in js])
-        j_all = np.concatenate([np.full(len(prev[j].s), j, dtype=np.int64) for j in js])
-        idx_all = np.concatenate([np.arange(len(prev[j].s), dtype=np.int64) for j in js])
-        starts = np.searchsorted(j_all, np.arange(n + 2), side="left")
-        s_shift = np.round(s_all + cut_score[j_all], 9)
-        new: dict[int, _Front] = {}
-        for i in range(js[0] + 1, n + 1):
-            if not prob.alive(i):
-                continue
-            lo, hi = prob.lo[i], prob.hi[i]
-            if hi < lo:
-                continue
-            a, b = int(starts[lo]), int(starts[hi + 1])
-            if b <= a:
-                continue
-            s = s_shift[a:b]
-            q = q_all[a:b] + (pf[i] - pf[j_all[a:b]]) ** 2
-            if keep_one:
-                # Best S, then least Q (lexsort's last key is primary).
-                sel = np.array([np.lexsort((q, -s))[0]])
-            else:
-                order = np.lexsort((q, -s))
-                qs = q[order]
-                running = np.minimum.accumulate(qs)
-                keep = np.empty(len(qs), dtype=bool)
-                keep[0] = True
-                keep[1:] = qs[1:] < running[:-1]
-                sel = order[keep]
-            new[i] = _Front(s[sel], q[sel], j_all[a:b][sel], idx_all[a:b][sel])
-        layers.append(new)
+        layers.append(_next_layer(prob, layer, keep_one))
     if best_at is None:
         return best_f, None
-    k, idx = best_at
-    cuts: list[int] = []
-    i = n
-    while k > 1:
-        fr = layers[k - 1][i]
-        j, idx = int(fr.prev_j[idx]), int(fr.prev_idx[idx])
-        cuts.append(j - 1)
-        i, k = j, k - 1
-    return best_f, sorted(cuts)
+    return best_f, _trace_back(layers, n, *best_at)
