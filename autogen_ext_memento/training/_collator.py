@@ -25,8 +25,8 @@ class MementoCollator:
 
     Each feature is a mapping with ``input_ids`` and ``labels`` (``-100`` where no loss is taken). The batch holds
     ``input_ids``, ``labels`` (padding is ``-100``), ``position_ids`` (``0..L-1`` per sample: tokens are hidden, never
-    removed, so positions stay contiguous in the original order; see ``max_position_gap``), a 2-D ``attention_mask`` (1 on real tokens; for
-    token counting) and :data:`MASK_KEY`, a ``[B, 1, L, L]`` additive float mask.
+    removed, so positions stay contiguous in the original order; see ``max_position_gap``), a 2-D
+    ``attention_mask`` (1 on real tokens; for token counting) and :data:`MASK_KEY`, a ``[B, 1, L, L]`` additive float mask.
 
     Padded positions see only themselves, so no softmax row is empty; real tokens never see padding.
 
@@ -92,9 +92,9 @@ class MementoCollator:
             out.append(i + total)
         return out
 
-    def visibility(self, input_ids: Sequence[int]) -> Any:
-        """The boolean ``[L, L]`` visibility of one unpadded sample under this collator's stage."""
-        return build_visibility(list(input_ids), self.memento_ids, self.config, stage=self.stage)
+    def visibility(self, input_ids: Sequence[int], stage: int | None = None) -> Any:
+        """The boolean ``[L, L]`` visibility of one unpadded sample under ``stage`` (default: this collator's)."""
+        return build_visibility(list(input_ids), self.memento_ids, self.config, stage=stage or self.stage)
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         import torch
@@ -124,7 +124,7 @@ class MementoCollator:
             attn[i, :k] = 1
             visible[i, 0] = eye  # padded rows attend to themselves only
             causal = self.stage == 2 and self.causal_share > 0 and self._share_rng.random() < self.causal_share
-            visible[i, 0, :k, :k] = torch.ones(k, k, dtype=torch.bool).tril() if causal else self.visibility(ids)
+            visible[i, 0, :k, :k] = self.visibility(ids, stage=1 if causal else None)
             if self.max_position_gap:
                 pos = self.positions(ids)
                 positions[i, :k] = torch.tensor(pos, dtype=torch.long)

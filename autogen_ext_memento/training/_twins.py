@@ -90,7 +90,7 @@ class TwinsRecipe(BaseModel):
         probe_every: steps between learning-curve probes (teacher-forced exactness on held-out episodes).
         position_gap: length augmentation in every phase: each block's positions end with a random gap of up to
             this many positions, as if the block had been longer (0: off).
-        stage2_position_gap: the same for both twins' stage 2 only (overrides ``position_gap`` there when > 0).
+        stage2_position_gap: the gap of both twins' stage 2 (``None``: ``position_gap``; 0 turns it off there).
         memento_causal_share: the share of ``tiny_memento``'s stage-2 samples trained causally (the rest under the
             memento mask), so the memento twin also reads full context; ``tiny_full`` is causal throughout anyway.
     """
@@ -110,7 +110,7 @@ class TwinsRecipe(BaseModel):
     jobs: int = Field(default=2, ge=1, le=2)
     probe_every: int = Field(default=100, ge=1)
     position_gap: int = Field(default=100, ge=0)
-    stage2_position_gap: int = Field(default=0, ge=0)
+    stage2_position_gap: int | None = Field(default=None, ge=0)
     memento_causal_share: float = Field(default=0.5, ge=0.0, le=1.0)
 
     def preset(self) -> TrainingPreset:
@@ -340,7 +340,7 @@ def train_twin(
         recipe=recipe,
         work=out.with_name(out.name + "_work"),
         position=position,
-        position_gap=recipe.stage2_position_gap or recipe.position_gap,
+        position_gap=recipe.position_gap if recipe.stage2_position_gap is None else recipe.stage2_position_gap,
         causal_share=recipe.memento_causal_share if twin == "memento" else 0.0,
     )
     finalize_model_config(model, tok)
