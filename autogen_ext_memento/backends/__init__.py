@@ -2,7 +2,7 @@
 
 from ._base import FinishReason, GenerationResult, MementoBackend, SamplingParams, SessionStats, TokenCallback
 from ._transformers import TransformersBackend, TransformersBackendConfig
-from ._vllm import VLLMBackend, VLLMBackendConfig
+from ._vllm import VLLMBackend, VLLMBackendConfig, record_server_turn
 
 __all__ = [
     "FinishReason",
@@ -15,4 +15,5 @@ __all__ = [
     "TransformersBackendConfig",
     "VLLMBackend",
     "VLLMBackendConfig",
+    "record_server_turn",
 ]

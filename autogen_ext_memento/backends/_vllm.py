@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -72,6 +73,22 @@ class VLLMBackendConfig(BaseModel):
     stream: bool = Field(default=True, description="Ask for streamed turns when a caller wants tokens as they come.")
     max_connections: int = Field(default=64, ge=1, description="Size of the keep-alive connection pool.")
     trust_remote_code: bool = False
+
+
+def record_server_turn(st: SessionStats, out: Mapping[str, Any], prompt_len: int, generated: int, lost: bool) -> None:
+    """Add one answer of the session API (``/v1/memento/sessions/{id}/generate``) to a session's accounting."""
+    stats = out.get("stats") or {}
+    sess = out.get("session") or {}
+    st.prefill_tokens += int(out.get("prompt_tokens", prompt_len))
+    st.generated_tokens += generated
+    st.evictions += int(stats.get("evictions", 0))
+    st.evicted_tokens += int(stats.get("evicted_tokens", 0))
+    st.rebuilds += int(bool(stats.get("rebuilt", False)) or lost)
+    st.anomalies += int(stats.get("anomalies", 0))
+    st.live_kv_tokens = int(sess.get("kv_tokens", 0))
+    st.peak_kv_tokens = max(st.peak_kv_tokens, int(stats.get("peak_live_tokens", 0)))
+    st.logical_tokens = int(sess.get("logical_tokens", prompt_len + generated - 1))
+    st.full_context_kv_tokens = st.logical_tokens
 
 
 class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
@@ -145,7 +162,7 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             VLLMBackendConfig,
             "VLLMBackend",
             base_url=base_url,
-            tokenizer=tokenizer if isinstance(tokenizer, str) else "<in-memory tokenizer>",
+            tokenizer=os.fspath(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else "<in-memory tokenizer>",
             model_name=model_name,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
@@ -165,8 +182,9 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         self._active = 0
         self._http_client: httpx.Client | None = None
         self._http_lock = threading.Lock()
-        self._tokenizer_path = portable_model_name(cfg.tokenizer) if isinstance(tokenizer, str) else None
-        if isinstance(tokenizer, str):
+        by_path = isinstance(tokenizer, (str, os.PathLike))
+        self._tokenizer_path = portable_model_name(cfg.tokenizer) if by_path else None
+        if by_path:
             from transformers import AutoTokenizer
 
             src = resolve_model_path(cfg.tokenizer, kind="tokenizer")
@@ -289,20 +307,9 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         )
 
     def _record(self, session_id: str, out: dict[str, Any], prompt_len: int, generated: int, lost: bool) -> None:
-        stats = out.get("stats") or {}
-        sess = out.get("session") or {}
         with self._lock:
             st = self._stats.setdefault(session_id, SessionStats(session_id))
-            st.prefill_tokens += int(out.get("prompt_tokens", prompt_len))
-            st.generated_tokens += generated
-            st.evictions += int(stats.get("evictions", 0))
-            st.evicted_tokens += int(stats.get("evicted_tokens", 0))
-            st.rebuilds += int(bool(stats.get("rebuilt", False)) or lost)
-            st.anomalies += int(stats.get("anomalies", 0))
-            st.live_kv_tokens = int(sess.get("kv_tokens", 0))
-            st.peak_kv_tokens = max(st.peak_kv_tokens, int(stats.get("peak_live_tokens", 0)))
-            st.logical_tokens = int(sess.get("logical_tokens", prompt_len + generated - 1))
-            st.full_context_kv_tokens = st.logical_tokens
+            record_server_turn(st, out, prompt_len, generated, lost)
 
     def stats(self, session_id: str) -> SessionStats | None:
         with self._lock:
