@@ -25,52 +25,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from argparse import Namespace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
-from pydantic import BaseModel, Field
+
+from .turns import GenerateBody, Salt, rpc, run_turn
 
 router = APIRouter()
 logger = logging.getLogger(__name__)
-Salt = str | None
-
-
-class GenerateBody(BaseModel):
-    """One session turn."""
-
-    prompt_token_ids: list[int] = Field(min_length=1)
-    max_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)
-    seed: int | None = None
-    stop_token_ids: list[int] = Field(default_factory=list)
-    memento: dict[str, Any] | bool | None = None
-    cache_salt: str | None = Field(default=None, min_length=1, max_length=128)
-
-
-async def _call(engine: Any, op: str, arg: str | None = None, salt: Salt = None) -> Any:
-    return await engine.engine_core.call_utility_async("memento_rpc", op, arg, [salt, None])
 
 
 async def _rpc(request: Request, op: str, arg: str | None = None, salt: Salt = None) -> Any:
     engine = request.app.state.memento_engine
     if engine is None:
         raise HTTPException(503, "no engine")
-    return await _call(engine, op, arg, salt)
-
-
-def clamp_max_tokens(prompt_len: int, max_tokens: int, max_model_len: int) -> int:
-    """``max_tokens`` limited so the logical length stays within ``max_model_len``; 400 when nothing fits."""
-    if prompt_len >= max_model_len:
-        raise HTTPException(
-            400,
-            f"the logical prompt has {prompt_len} tokens; max_model_len is {max_model_len} "
-            "(compaction does not extend it: evicted tokens still count)",
-        )
-    return min(max_tokens, max_model_len - prompt_len)
+    return await rpc(engine, op, arg, salt)
 
 
 @router.get("/v1/memento/config")
@@ -102,49 +72,10 @@ async def close_session(sid: str, request: Request, cache_salt: Salt = None) -> 
 
 @router.post("/v1/memento/sessions/{sid}/generate")
 async def generate(sid: str, body: GenerateBody, request: Request) -> Any:
-    from vllm import SamplingParams
-
     engine = request.app.state.memento_engine
     if engine is None:
         raise HTTPException(503, "no engine")
-    max_len = int(engine.model_config.max_model_len)
-    max_tokens = clamp_max_tokens(len(body.prompt_token_ids), body.max_tokens, max_len)
-    extra: dict[str, Any] = {"memento_session": sid}
-    if body.memento is not None:
-        extra["memento"] = body.memento
-    params = SamplingParams(
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k if body.top_k > 0 else 0,
-        seed=body.seed,
-        stop_token_ids=list(body.stop_token_ids),
-        ignore_eos=True,  # the caller decides what stops a turn (stop_token_ids)
-        skip_special_tokens=False,
-        extra_args=extra,
-    )
-    request_id = f"memento-{sid}-{uuid.uuid4().hex[:8]}"
-    final = None
-    prompt: dict[str, Any] = {"prompt_token_ids": list(body.prompt_token_ids)}
-    if body.cache_salt is not None:
-        prompt["cache_salt"] = body.cache_salt
-    async for out in engine.generate(prompt, params, request_id):
-        final = out
-    if final is None:
-        raise HTTPException(500, "no output")
-    comp = final.outputs[0]
-    stats = await _rpc(request, "stats", request_id) or {}
-    reason = comp.finish_reason if comp.finish_reason in ("stop", "length") else "stop"
-    return {
-        "token_ids": list(comp.token_ids),
-        "finish_reason": reason,
-        "max_tokens": max_tokens,
-        "prompt_tokens": max(0, len(body.prompt_token_ids) - int(stats.get("adopted_logical_tokens", 0))),
-        "rebuilt": bool(stats.get("rebuilt", False)),
-        "evictions": int(stats.get("evictions", 0)),
-        "stats": stats,
-        "session": await _rpc(request, "get", sid, body.cache_salt),
-    }
+    return await run_turn(engine, sid, body)
 
 
 class MementoEndpointPlugin:
@@ -154,19 +85,51 @@ class MementoEndpointPlugin:
     required_tasks = ("generate",)
 
     def attach_router(self, app: FastAPI) -> None:
+        from .chat import chat_router, keep_vllm_chat_route
+
+        keep_vllm_chat_route(app)
         app.include_router(router)
+        app.include_router(chat_router)
 
     async def init_state(self, engine_client: Any, state: Any, args: Namespace) -> None:
         state.memento_engine = engine_client
         if engine_client is None:
             return
         try:
-            limits = (await _call(engine_client, "limits")) or {}
+            limits = (await rpc(engine_client, "limits")) or {}
         except Exception as exc:  # e.g. the memento scheduler is not active: the routes will say so
             logger.warning("memento session API: no session sweep timer (%s)", exc)
             return
         period = sweep_period(float(limits.get("session_ttl_s", 600.0)))
         state.memento_sweeper = asyncio.get_running_loop().create_task(_sweep(engine_client, period))
+        state.memento_chat = await _chat_state(engine_client, args)
+
+
+async def _chat_state(engine: Any, args: Namespace) -> Any:
+    """The memento chat route's state (``None``, and vLLM's chat handler serves everything, if it cannot start)."""
+    from transformers import AutoTokenizer
+
+    from .chat import MementoChat
+
+    try:
+        config = await rpc(engine, "config")
+        tokenizer = AutoTokenizer.from_pretrained(
+            getattr(args, "tokenizer", None) or args.model,
+            trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
+        )
+        names = getattr(args, "served_model_name", None) or [args.model]
+        defaults = engine.model_config.get_diff_sampling_param() or {}
+        return MementoChat(
+            engine,
+            asyncio.get_running_loop(),
+            tokenizer,
+            config,
+            str(names[0]),
+            default_temperature=float(defaults.get("temperature", 1.0)),
+        )
+    except Exception as exc:  # a model without memento tokens: the stock chat route still serves it
+        logger.warning("memento chat route off, vLLM's chat handler serves every request: %s", exc)
+        return None
 
 
 def sweep_period(ttl_s: float) -> float:
@@ -179,7 +142,7 @@ async def _sweep(engine: Any, period: float) -> None:
     while True:
         await asyncio.sleep(period)
         try:
-            await _call(engine, "expire")
+            await rpc(engine, "expire")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an engine restarting or shutting down: try again next period

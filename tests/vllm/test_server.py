@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,63 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _vllm_helpers import BLOCK, KV_BYTES_PER_BLOCK, MAX_LEN, make_scenario
+from _vllm_helpers import BLOCK, KV_BYTES_PER_BLOCK, MAX_LEN, make_scenario, served
 
 from autogen_ext_memento.backends import SamplingParams
 
 pytestmark = pytest.mark.vllm
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(vllm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("vllm")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = [
-        sys.executable, "-m", "autogen_ext_memento.cli._serve", "--device", "cpu", str(vllm_model_dir),
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-        "--max-model-len", str(MAX_LEN), "--block-size", str(BLOCK), "--max-num-seqs", "4",
-        "--kv-cache-memory-bytes", str(64 * KV_BYTES_PER_BLOCK), "--seed", "0",
+    args = [
+        "--dtype", "float32", "--enforce-eager", "--max-model-len", str(MAX_LEN), "--block-size", str(BLOCK),
+        "--max-num-seqs", "4", "--kv-cache-memory-bytes", str(64 * KV_BYTES_PER_BLOCK), "--seed", "0",
     ]  # fmt: skip
-    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1", HF_HUB_OFFLINE="1")
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600  # engine start-up on a loaded 2-core machine
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/v1/memento/config", timeout=5) as r:
-                    json.loads(r.read())
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server did not start:\n" + log.read_text()[-4000:]) from None
-                time.sleep(2)
+    with served(vllm_model_dir, args, tmp_path_factory.mktemp("serve") / "serve.log") as url:
         yield url
-    finally:
-        # The server spawns an engine-core and a worker process: stop the whole process group it leads.
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_session_api_matches_reference_over_three_turns(server: str, vllm_model_dir: Path, reference: Any) -> None:
