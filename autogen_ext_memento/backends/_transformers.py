@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from autogen_core import Component
@@ -15,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from typing_extensions import Self
 
 from .._tokens import add_memento_tokens
-from ..grammar import BlockTracker, EventKind, MementoConfig, MementoTokenIds, Span
+from ..grammar import BlockTracker, MementoConfig, MementoTokenIds, SlotMap
 from ._base import (
     FinishReason,
     GenerationResult,
@@ -28,6 +25,8 @@ from ._base import (
     portable_model_name,
     resolve_model_path,
 )
+from ._kv_cache import KVRunner, KVSession
+from ._sampling import sample_token
 
 DType = Literal["float32", "bfloat16", "float16", "auto"]
 LogitsProcessor = Callable[[str, list[int], Any], Any]
@@ -58,18 +57,6 @@ class TransformersBackendConfig(BaseModel):
 
 # Stands in for the model name while an already loaded model's arguments are validated.
 _IN_MEMORY = "<in-memory model>"
-
-
-@dataclass
-class _Session:
-    sid: str
-    tracker: BlockTracker
-    stats: SessionStats
-    cache: Any = None
-    ids: list[int] = field(default_factory=list)  # every logical token computed so far (evicted ones included)
-    slots: list[int] = field(default_factory=list)  # logical position of each live cache slot, ascending
-    pending: list[int] = field(default_factory=list)  # sampled but not yet computed
-    logits: Any = None  # next-token logits after the last computed token
 
 
 class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
@@ -147,9 +134,6 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         add_memento_tokens(self._tok, self._model)
         self._model.to(cfg.device)
         self._model.eval()
-        # transformers renamed the forward's cache argument (``past_key_values`` -> ``cache``); use the current one.
-        params = inspect.signature(self._model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._device = torch.device(cfg.device)
         self._ids = MementoTokenIds.from_tokenizer(cast(Any, self._tok))
         self._memento = cfg.memento
@@ -160,11 +144,12 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
         self._dtype: DType = cfg.dtype
         self._trust = cfg.trust_remote_code
         self.logits_processor = logits_processor
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._sessions: OrderedDict[str, KVSession] = OrderedDict()
         # Live KV entries of all sessions together after every forward pass and eviction (pool occupancy).
         self.pool_trace: list[int] = []
         self._lock = threading.RLock()
         self._check_full_attention()
+        self._runner = KVRunner(self._model, self._device, self._memento, self._record_pool)
 
     def _load(self, model: str | Any, cfg: TransformersBackendConfig) -> Any:
         """Load the tokenizer (unless given) and the model (unless given), checking local paths first."""
@@ -221,7 +206,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
     @property
     def pool_live_tokens(self) -> int:
         """Live KV entries held by all sessions together."""
-        return sum(len(s.slots) for s in self._sessions.values())
+        return sum(s.slots.live for s in self._sessions.values())
 
     def _record_pool(self) -> None:
         self.pool_trace.append(self.pool_live_tokens)
@@ -229,7 +214,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
     def session_tokens(self, session_id: str) -> tuple[list[int], list[int]]:
         """``(logical ids incl. pending, live slot positions)`` of a session, for inspection and tests."""
         s = self._sessions[session_id]
-        return s.ids + s.pending, list(s.slots)
+        return s.ids + s.pending, s.slots.kept()
 
     def next_token_logits(self, session_id: str, prompt_ids: Sequence[int]) -> Any:
         """Bring the session to ``prompt_ids`` and return the next-token logits (a float32 tensor), sampling nothing.
@@ -276,7 +261,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
                     logits = sess.logits
                     if self.logits_processor is not None:
                         logits = self.logits_processor(session_id, out, logits)
-                    tok = self._sample(logits, params, gen)
+                    tok = sample_token(logits, params.temperature, params.top_k, params.top_p, gen)
                 out.append(tok)
                 sess.stats.generated_tokens += 1
                 if on_token is not None:
@@ -288,11 +273,11 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
                 if len(out) >= params.max_new_tokens or len(sess.ids) + 1 >= self._max_len:
                     sess.pending = [tok]
                     break
-                self._compute(sess, [tok])
+                self._runner.compute(sess, [tok])
             return GenerationResult(out, finish, prefilled, rebuilt, sess.stats.evictions - ev_before, forced)
 
     # --- sessions --------------------------------------------------------------------------------------------
-    def _session(self, sid: str) -> _Session:
+    def _session(self, sid: str) -> KVSession:
         s = self._sessions.get(sid)
         if s is None:
             s = self._new_session(sid)
@@ -303,17 +288,17 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
             self._sessions.move_to_end(sid)
         return s
 
-    def _new_session(self, sid: str, stats: SessionStats | None = None) -> _Session:
+    def _new_session(self, sid: str, stats: SessionStats | None = None) -> KVSession:
         from transformers import DynamicCache
 
-        return _Session(
+        return KVSession(
             sid,
             BlockTracker(self._ids, self._memento),
             stats or SessionStats(sid),
             DynamicCache(config=self._model.config),
         )
 
-    def _sync(self, sess: _Session, prompt_ids: Sequence[int]) -> tuple[int, bool]:
+    def _sync(self, sess: KVSession, prompt_ids: Sequence[int]) -> tuple[int, bool]:
         held = sess.ids + sess.pending
         n = len(held)
         if len(prompt_ids) >= n and list(prompt_ids[:n]) == held:
@@ -327,7 +312,7 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
                 fresh.tracker,
                 fresh.cache,
                 [],
-                [],
+                SlotMap(),
                 None,
             )
             stats.live_kv_tokens = 0
@@ -335,111 +320,11 @@ class TransformersBackend(MementoBackend, Component[TransformersBackendConfig]):
             rebuilt = True
         sess.pending = []
         if new:
-            self._compute(sess, new)
+            self._runner.compute(sess, new)
             sess.stats.prefill_tokens += len(new)
         elif sess.logits is None:
             raise ValueError("empty prompt: nothing to condition on")
         return len(new), rebuilt
-
-    # --- compute / evict -------------------------------------------------------------------------------------
-    def _compute(self, sess: _Session, tokens: list[int]) -> None:
-        """Compute ``tokens`` at the next logical positions, evicting at every trigger in between."""
-        base = len(sess.ids)
-        start = 0  # first token of ``tokens`` not yet forwarded
-        for i, tok in enumerate(tokens):
-            for ev in sess.tracker.feed(tok, base + i):
-                if ev.kind is EventKind.ANOMALY:
-                    sess.stats.anomalies += 1
-                elif ev.kind is EventKind.MEMENTO_COMPLETED and ev.evict:
-                    assert ev.trigger is not None
-                    upto = ev.trigger - base + 1  # forward everything the trigger token may still see
-                    if upto > start:
-                        self._forward(sess, tokens[start:upto], base + start)
-                        start = upto
-                    self._evict(sess, ev.evict, ev.evicted_blocks)
-        if start < len(tokens):
-            self._forward(sess, tokens[start:], base + start)
-
-    def _forward(self, sess: _Session, tokens: list[int], first_pos: int) -> None:
-        torch = self._torch
-        n = len(tokens)
-        inp = torch.tensor([tokens], dtype=torch.long, device=self._device)
-        pos = torch.arange(first_pos, first_pos + n, dtype=torch.long, device=self._device).unsqueeze(0)
-        cache = {self._cache_kw: sess.cache}
-        out = self._model(input_ids=inp, position_ids=pos, use_cache=True, logits_to_keep=1, **cache)
-        sess.logits = out.logits[0, -1].float()
-        live = len(sess.slots)
-        for k in range(n):
-            sess.stats.record(live + k + 1, first_pos + k + 1)
-        sess.ids.extend(tokens)
-        sess.slots.extend(range(first_pos, first_pos + n))
-        sess.stats.live_kv_tokens = len(sess.slots)
-        self._record_pool()
-
-    def _evict(self, sess: _Session, spans: Sequence[Span], blocks: Sequence[int]) -> None:
-        torch = self._torch
-        for s, e in spans:
-            a, b = bisect_left(sess.slots, s), bisect_left(sess.slots, e)
-            if b <= a:
-                continue
-            for layer in sess.cache.layers:
-                layer.keys = torch.cat([layer.keys[..., :a, :], layer.keys[..., b:, :]], dim=-2)
-                layer.values = torch.cat([layer.values[..., :a, :], layer.values[..., b:, :]], dim=-2)
-            del sess.slots[a:b]
-            sess.stats.evictions += 1
-            sess.stats.evicted_tokens += b - a
-        sess.stats.live_kv_tokens = len(sess.slots)
-        self._record_pool()
-        if self._memento.restart_mode and blocks:
-            self._restart(sess, min(sess.tracker.blocks[i].summary_start or 0 for i in blocks))
-
-    def _restart(self, sess: _Session, from_pos: int) -> None:
-        """Recompute the KV of every live token at or after ``from_pos`` without the evicted blocks."""
-        a = bisect_left(sess.slots, from_pos)
-        positions = sess.slots[a:]
-        if not positions:
-            return
-        for layer in sess.cache.layers:
-            layer.keys = layer.keys[..., :a, :]
-            layer.values = layer.values[..., :a, :]
-        del sess.slots[a:]
-        torch = self._torch
-        toks = [sess.ids[p] for p in positions]
-        inp = torch.tensor([toks], dtype=torch.long, device=self._device)
-        pos = torch.tensor([positions], dtype=torch.long, device=self._device)
-        # Positions may have gaps here (later evicted spans), so pass an explicit causal mask in slot space.
-        q = len(positions)
-        k = a + q
-        mask = torch.zeros(1, 1, q, k, dtype=sess.logits.dtype, device=self._device)
-        mask[..., a:] = torch.full((q, q), torch.finfo(mask.dtype).min, device=self._device).triu(1)
-        cache = {self._cache_kw: sess.cache}
-        out = self._model(
-            input_ids=inp,
-            position_ids=pos,
-            use_cache=True,
-            attention_mask=mask.to(self._model.dtype),
-            logits_to_keep=1,
-            **cache,
-        )
-        sess.logits = out.logits[0, -1].float()
-        sess.slots.extend(positions)
-        sess.stats.prefill_tokens += q
-
-    def _sample(self, logits: Any, params: SamplingParams, gen: Any) -> int:
-        torch = self._torch
-        if params.temperature == 0:
-            return int(torch.argmax(logits).item())
-        x = logits / params.temperature
-        if params.top_k > 0:
-            kth = torch.topk(x, min(params.top_k, x.numel())).values[-1]
-            x = x.masked_fill(x < kth, float("-inf"))
-        if params.top_p < 1.0:
-            sorted_x, idx = torch.sort(x, descending=True)
-            cum = torch.softmax(sorted_x, -1).cumsum(-1)
-            drop = cum - torch.softmax(sorted_x, -1) > params.top_p
-            x = x.masked_fill(torch.zeros_like(drop).scatter(0, idx, drop), float("-inf"))
-        probs = torch.softmax(x, -1).cpu()
-        return int(torch.multinomial(probs, 1, generator=gen).item())
 
     # --- component ---------------------------------------------------------------------------------------------
     def _to_config(self) -> TransformersBackendConfig:
