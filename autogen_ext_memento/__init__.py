@@ -1,6 +1,5 @@
 """autogen-ext-memento: a sawtooth (memento) context for AutoGen agents and teams."""
 
-from ._client import DEFAULT_MODEL_INFO, MementoChatCompletionClient, MementoChatCompletionClientConfig
 from ._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
 from ._tokens import REQUIRED_TOKENS, add_memento_tokens, missing_tokens
 from .assets import tiny_full_model_path, tiny_model_path
@@ -14,6 +13,7 @@ from .backends import (
     VLLMBackend,
     VLLMBackendConfig,
 )
+from .client import DEFAULT_MODEL_INFO, MementoChatCompletionClient, MementoChatCompletionClientConfig
 from .context import ClosureMementoWriter, LLMMementoWriter, MementoChatCompletionContext, ObservationMaskingWriter
 from .grammar import BlockTracker, MementoConfig, MementoTokenIds
 from .memory import MementoMemory

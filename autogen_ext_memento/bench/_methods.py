@@ -102,13 +102,6 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "head_and_tail",
     "observation_masking",
 )
-PAPER_MODES: tuple[str, ...] = (
-    "full",
-    "memento_kv",
-    "restart",
-    "memento_full",
-    "buffered",
-    "token_limited",
-    "observation_masking",
-)
+# head_and_tail has no counterpart in the paper's table.
+PAPER_MODES: tuple[str, ...] = tuple(m for m in DEFAULT_METHODS if m != "head_and_tail")
 """The evaluation's modes: the paper's base-vs-memento table plus AutoGen's text-level contexts on the base."""

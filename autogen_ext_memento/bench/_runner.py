@@ -89,7 +89,7 @@ async def run_episode(backend: Any, method: Method, episode: Any, session_id: st
     from autogen_agentchat.agents import AssistantAgent
     from autogen_agentchat.messages import TextMessage
 
-    from .._client import MementoChatCompletionClient
+    from ..client import MementoChatCompletionClient
     from ..tasks import SYSTEM_PROMPT, FactTrackerEnv, score_answer
 
     client = MementoChatCompletionClient(backend, session_id=session_id, max_new_tokens=max_new_tokens)

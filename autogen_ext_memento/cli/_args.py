@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = [
     "existing_file",
@@ -21,6 +22,8 @@ __all__ = [
     "positive_float",
     "positive_int",
 ]
+
+T = TypeVar("T", int, float)
 
 
 def _int(text: str, what: str) -> int:
@@ -40,44 +43,41 @@ def _float(text: str, what: str) -> float:
     return value
 
 
+def _bounded(value: T, text: str, what: str, ok: bool) -> T:
+    """``value`` if ``ok``, else the usage error that names ``what`` was expected."""
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     value = _int(text, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _bounded(value, text, "a positive integer", value >= 1)
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0."""
     value = _int(text, "a non-negative integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+    return _bounded(value, text, "a non-negative integer", value >= 0)
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     value = _float(text, "a positive number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    return _bounded(value, text, "a positive number", value > 0)
 
 
 def non_negative_float(text: str) -> float:
     """A finite number >= 0."""
     value = _float(text, "a non-negative number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
+    return _bounded(value, text, "a non-negative number", value >= 0)
 
 
 def fraction(text: str) -> float:
     """A number in (0, 1]."""
     value = _float(text, "a number in (0, 1]")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
+    return _bounded(value, text, "a number in (0, 1]", 0 < value <= 1)
 
 
 def page_range(text: str) -> tuple[int, int]:

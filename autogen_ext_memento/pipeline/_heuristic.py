@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from autogen_core import CancellationToken, Component
 from autogen_core.models import (
-    ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,
     ModelFamily,
     ModelInfo,
     RequestUsage,
@@ -40,6 +37,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
 
+from .._local_client import LocalChatCompletionClient
 from ._split import regex_token_count, split_units
 
 
@@ -192,7 +190,7 @@ def _tool_memento(block: str) -> str | None:
     return "Result: " + "; ".join(parts)
 
 
-class HeuristicChatCompletionClient(ChatCompletionClient, Component[HeuristicClientConfig]):
+class HeuristicChatCompletionClient(LocalChatCompletionClient, Component[HeuristicClientConfig]):
     """A deterministic rule-based client for the annotation pipeline's prompts (offline runs and tests).
 
     Args:
@@ -209,15 +207,15 @@ class HeuristicChatCompletionClient(ChatCompletionClient, Component[HeuristicCli
         self._config = HeuristicClientConfig(
             budget=budget, rewrite_budget=rewrite_budget, min_memento_tokens=min_memento_tokens
         )
-        self._model_info: ModelInfo = {
-            "vision": False,
-            "function_calling": False,
-            "json_output": False,
-            "family": ModelFamily.UNKNOWN,
-            "structured_output": False,
-        }
-        self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
-        self._last = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        super().__init__(
+            ModelInfo(
+                vision=False,
+                function_calling=False,
+                json_output=False,
+                family=ModelFamily.UNKNOWN,
+                structured_output=False,
+            )
+        )
 
     # --- rules -------------------------------------------------------------------------------------------------
     def answer(self, system: str, user: str) -> str:
@@ -374,35 +372,11 @@ class HeuristicChatCompletionClient(ChatCompletionClient, Component[HeuristicCli
         )
         text = self.answer(system, user)
         usage = RequestUsage(prompt_tokens=self.count_tokens(messages), completion_tokens=regex_token_count(text))
-        self._last = usage
-        self._total = RequestUsage(
-            self._total.prompt_tokens + usage.prompt_tokens, self._total.completion_tokens + usage.completion_tokens
-        )
+        self._account(usage)
         return CreateResult(finish_reason="stop", content=text, usage=usage, cached=False)
-
-    async def create_stream(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-    ) -> AsyncGenerator[str | CreateResult, None]:
-        result = await self.create(messages)
-        assert isinstance(result.content, str)
-        yield result.content
-        yield result
 
     async def close(self) -> None:
         pass
-
-    def actual_usage(self) -> RequestUsage:
-        return self._last
-
-    def total_usage(self) -> RequestUsage:
-        return self._total
 
     def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         n = 0
@@ -413,15 +387,6 @@ class HeuristicChatCompletionClient(ChatCompletionClient, Component[HeuristicCli
 
     def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         return max(0, 1_000_000 - self.count_tokens(messages))
-
-    @property
-    def capabilities(self) -> ModelCapabilities:
-        warnings.warn("capabilities is deprecated, use model_info instead", DeprecationWarning, stacklevel=2)
-        return self._model_info
-
-    @property
-    def model_info(self) -> ModelInfo:
-        return self._model_info
 
     def _to_config(self) -> HeuristicClientConfig:
         return self._config.model_copy()

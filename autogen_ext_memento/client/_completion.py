@@ -12,9 +12,9 @@ from autogen_core.models import FinishReasons
 from autogen_core.tools import Tool
 from pydantic import BaseModel, ValidationError
 
-from ._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
-from .backends import GenerationResult, SessionStats
-from .chat_format import parse_completion, to_function_calls
+from .._events import MementoCallEvent, MementoMalformedOutputEvent, MementoSessionRebuildEvent
+from ..backends import GenerationResult, SessionStats
+from ..chat_format import parse_completion, to_function_calls
 
 event_logger = logging.getLogger(EVENT_LOGGER_NAME)
 
