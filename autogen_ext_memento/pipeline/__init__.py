@@ -15,12 +15,15 @@ from ._agent import (
     trajectories_from_record,
 )
 from ._config import PipelineConfig, ReasoningSample
-from ._heuristic import HeuristicChatCompletionClient, HeuristicClientConfig
+from ._heuristic import HeuristicChatCompletionClient
+from ._heuristic_rules import HeuristicClientConfig, HeuristicRoles
 from ._io import read_done_ids, read_records
 from ._llm import LLMCallError, LLMRunner, ParseError, Pricing, UsageStats
+from ._llm_roles import LLMRoles
 from ._pipeline import AnnotationPipeline, score_windows
 from ._prompts import PROMPTS, Verdict, fill, load_prompt, parse_boundary_scores, parse_summaries, parse_verdict
 from ._report import RunSummary, summarize_records
+from ._roles import BoundaryScorer, JudgedMemento, MementoCompressor, MementoJudge
 from ._samples import SAMPLE_AGENTCHAT, SAMPLE_REASONING, load_reasoning_inputs, record_sample_agentchat_run
 from ._segment import Segmentation, brute_force_segment, objective, segment
 from ._split import TokenCounter, Unit, is_math, regex_token_count, split_units
@@ -32,10 +35,16 @@ __all__ = [
     "AgentBlock",
     "AgentTrajectory",
     "AnnotationPipeline",
+    "BoundaryScorer",
     "HeuristicChatCompletionClient",
     "HeuristicClientConfig",
+    "HeuristicRoles",
+    "JudgedMemento",
     "LLMCallError",
+    "LLMRoles",
     "LLMRunner",
+    "MementoCompressor",
+    "MementoJudge",
     "ParseError",
     "PipelineConfig",
     "Pricing",

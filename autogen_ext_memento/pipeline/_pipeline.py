@@ -39,9 +39,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from autogen_core.models import ChatCompletionClient
 
@@ -51,17 +51,14 @@ from ._agent import AgentTrajectory, agent_blocks, apply_mementos, dump_messages
 from ._config import PipelineConfig, ReasoningSample
 from ._io import append_line, progress_bar, read_done_ids, read_records
 from ._llm import LLMCallError, LLMRunner, UsageStats
-from ._prompts import fill, load_prompt, parse_boundary_scores, parse_summaries, parse_verdict
+from ._llm_roles import LLMRoles, cut_text
+from ._prompts import Verdict
 from ._report import RunSummary, summarize_records
+from ._roles import BoundaryScorer, JudgedMemento, MementoCompressor, MementoJudge
 from ._segment import segment
 from ._split import TokenCounter, regex_token_count, split_units
 
 PIPELINE_VERSION = 1
-T = TypeVar("T")
-
-
-def _cut(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "\u2026"
 
 
 def score_windows(n_units: int, size: int) -> list[tuple[int, int]]:
@@ -96,6 +93,9 @@ def token_batches(sizes: Sequence[int], limit: int) -> list[list[int]]:
 class AnnotationPipeline:
     """Annotates reasoning traces and agent trajectories with blocks and mementos using any model client.
 
+    The boundary scorer, the memento compressor and the judge are :class:`LLMRoles` on ``client`` unless given
+    (e.g. :class:`HeuristicRoles` for all three, or a stronger judge than the compressor).
+
     Example:
 
     .. code-block:: python
@@ -117,47 +117,50 @@ class AnnotationPipeline:
 
     def __init__(
         self,
-        client: ChatCompletionClient,
+        client: ChatCompletionClient | None,
         config: PipelineConfig | None = None,
         *,
         count_tokens: TokenCounter = regex_token_count,
         model_name: str | None = None,
+        scorer: BoundaryScorer | None = None,
+        compressor: MementoCompressor | None = None,
+        judge: MementoJudge | None = None,
     ) -> None:
         self.config = config or PipelineConfig()
         self.count_tokens = count_tokens
         self.usage = UsageStats()
-        self.runner = LLMRunner(
-            client,
-            concurrency=self.config.concurrency,
-            max_retries=self.config.max_retries,
-            backoff_base=self.config.backoff_base,
-            backoff_max=self.config.backoff_max,
-            usage=self.usage,
-        )
-        self.model_name = model_name or type(client).__name__
+        llm: LLMRoles | None = None
+        if client is not None:
+            self.runner = LLMRunner(
+                client,
+                concurrency=self.config.concurrency,
+                max_retries=self.config.max_retries,
+                backoff_base=self.config.backoff_base,
+                backoff_max=self.config.backoff_max,
+                usage=self.usage,
+            )
+            llm = LLMRoles(self.runner, self.config.unit_prompt_chars)
+        chosen = (scorer or llm, compressor or llm, judge or llm)
+        if chosen[0] is None or chosen[1] is None or chosen[2] is None:
+            raise ValueError("AnnotationPipeline: without a client, give the scorer, the compressor and the judge")
+        self.scorer, self.compressor, self.judge = chosen[0], chosen[1], chosen[2]
+        self.model_name = model_name or type(client if client is not None else self.compressor).__name__
 
     # --- stages ------------------------------------------------------------------------------------------------
     def _problem(self, problem: str) -> str:
-        return _cut(problem, self.config.problem_prompt_chars) if self.config.problem_prompt_chars else ""
+        return cut_text(problem, self.config.problem_prompt_chars) if self.config.problem_prompt_chars else ""
 
     async def _score_pass(self, units: Sequence[str], problem: str, size: int, usage: UsageStats) -> list[float]:
-        system = load_prompt("boundary_score")
-        tmpl = load_prompt("boundary_score_user")
 
         async def one(a: int, b: int) -> dict[int, float]:
-            listing = "\n".join(f"[{i + 1}] {_cut(units[i], self.config.unit_prompt_chars)}" for i in range(a, b))
-            wanted = list(range(a + 1, b))  # B<i>: between unit i and i+1 (1-based)
-            user = fill(tmpl, problem=problem, units=listing, boundaries=", ".join(f"B{i}" for i in wanted))
-            return await self._ask(system, user, lambda t: parse_boundary_scores(t, wanted), "score", usage)
+            window = {i + 1: units[i] for i in range(a, b)}  # numbered from 1
+            return await self.scorer.score(problem, window, list(range(a + 1, b)), usage)
 
         parts = await asyncio.gather(*(one(a, b) for a, b in score_windows(len(units), size)))
         merged: dict[int, float] = {}
         for p in parts:
             merged.update(p)
         return [merged[i] for i in range(1, len(units))]
-
-    async def _ask(self, system: str, user: str, parse: Callable[[str], T], purpose: str, usage: UsageStats) -> T:
-        return await self.runner.ask(system, user, parse, purpose=purpose, also=usage)
 
     async def score_boundaries(
         self, units: Sequence[str], problem: str, usage: UsageStats | None = None
@@ -191,16 +194,7 @@ class AnnotationPipeline:
 
     async def _compress(self, p: str, blocks: Sequence[str], idx: Sequence[int], u: UsageStats) -> dict[int, str]:
         """One compressor call for the blocks ``idx`` (0-based); returns the mementos it parsed, by index."""
-        wanted = [i + 1 for i in idx]
-        user = fill(
-            load_prompt("compress_user"),
-            problem=p,
-            blocks="\n\n".join(f"BEGIN BLOCK {i + 1}\n{blocks[i]}\nEND BLOCK {i + 1}" for i in idx),
-            indices=", ".join(map(str, wanted)),
-        )
-        got: dict[int, str] = await self._ask(
-            load_prompt("compress"), user, lambda t: parse_summaries(t, wanted), "compress", u
-        )
+        got = await self.compressor.compress(p, {i + 1: blocks[i] for i in idx}, u)
         return {i - 1: s for i, s in got.items()}
 
     async def _draft_mementos(self, p: str, blocks: Sequence[str], u: UsageStats) -> dict[int, str]:
@@ -220,23 +214,12 @@ class AnnotationPipeline:
         """Judge every memento; rewrite the ones scored under ``tau`` with the feedback, for ``rounds`` rounds."""
         cfg = self.config
 
-        async def judge(i: int, memento: str) -> Any:
-            user = fill(load_prompt("judge_user"), problem=p, block=blocks[i], memento=memento)
-            return await self._ask(load_prompt("judge"), user, parse_verdict, "judge", u)
+        async def judge(i: int, memento: str) -> Verdict:
+            return await self.judge.judge(p, blocks[i], memento, u)
 
         async def rewrite(i: int, last: Mapping[str, Any]) -> str:
-            user = fill(
-                load_prompt("rewrite_user"),
-                problem=p,
-                index=i + 1,
-                block=blocks[i],
-                memento=last["memento"],
-                score=f"{last['score']:g}",
-                feedback=last["feedback"] or "(none)",
-            )
-            parse = lambda t: parse_summaries(t, [i + 1])  # noqa: E731
-            got: dict[int, str] = await self._ask(load_prompt("compress"), user, parse, "rewrite", u)
-            return got[i + 1]
+            judged = JudgedMemento(last["memento"], Verdict(last["score"], last["feedback"]))
+            return await self.compressor.rewrite(p, i + 1, blocks[i], judged, u)
 
         rounds: list[list[dict[str, Any]]] = [[] for _ in blocks]
         pending = list(range(len(blocks)))
