@@ -23,9 +23,11 @@ echo "== installing the project into $VENV"
 # --no-deps: keep vLLM's own pins (transformers<5.20, protobuf 6.x; autogen-core pins protobuf 5.x).
 "$PY" -m pip install -q --no-deps -e .
 "$PY" -m pip install -q "autogen-core>=0.7.5,<0.8" "autogen-agentchat>=0.7.5,<0.8" "pytest>=8" "pytest-asyncio>=0.24"
+# The [router] extra (serve --replicas; tests/vllm/test_replicas.py): a prebuilt abi3 wheel, a few seconds.
+"$PY" -m pip install -q "vllm-router==0.1.17"
 # autogen-core pins protobuf 5.x; vLLM's googleapis protos need the 6.x runtime (autogen-core works with it).
 "$PY" -m pip install -q "protobuf>=6.33.5,<7"
-"$PY" -c "import vllm, autogen_memento_vllm, autogen_ext_memento; print('vllm', vllm.__version__)"
+"$PY" -c "import vllm, vllm_router_rs, autogen_memento_vllm, autogen_ext_memento; print('vllm', vllm.__version__)"
 
 echo "== pytest -m vllm tests/vllm"
 timeout 1200 "$PY" -m pytest -m vllm tests/vllm -q -p no:cacheprovider

@@ -3,6 +3,10 @@
 It runs vLLM's OpenAI API server (what ``vllm serve`` runs) from the current interpreter with the plugin's scheduler and worker classes,
 ``--no-async-scheduling``, the memento chat template, the rule in ``--additional-config`` and the session API
 enabled (``VLLM_PLUGINS=autogen_memento``). Everything after ``MODEL`` is passed to vLLM unchanged.
+
+``--replicas N`` starts N such servers on consecutive ports (``--port`` after MODEL is the first, default 8001) and
+``vllm-router`` in front of them (``--router-port``, default 8000) with session affinity on ``X-Session-ID``: see
+:mod:`autogen_ext_memento.cli._replicas`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 from importlib import metadata, resources
@@ -93,6 +98,10 @@ def build_command(args: argparse.Namespace, extra: list[str]) -> tuple[list[str]
 
 def run(args: argparse.Namespace) -> int:
     extra: list[str] = list(getattr(args, "vllm_args", []) or [])
+    if getattr(args, "replicas", None) is not None:
+        from . import _replicas
+
+        return _replicas.run(args, extra)
     cmd, env = build_command(args, extra)
     if args.dry_run:
         print(" ".join(cmd))
@@ -102,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
         # orphaned server outlives this command.
         os.execve(cmd[0], cmd, env)
     return subprocess.call(cmd, env=env)
+
+
+def _metrics_port(text: str) -> int:
+    """``0`` (any free port) or a port number."""
+    from ._replicas import port_number
+
+    return 0 if text.strip() == "0" else port_number(text)
 
 
 def _keep_last(text: str) -> int:
@@ -126,6 +142,38 @@ def register(subparsers: Any) -> None:
     p.add_argument("--session-ttl", type=positive_float, default=600.0, help="idle seconds before a session is dropped")
     p.add_argument("--session-fraction", type=fraction, default=0.5, help="share of the KV pool sessions may hold")
     p.add_argument("--dry-run", action="store_true", help="print the vLLM command instead of running it")
+    from ._replicas import DEFAULT_ROUTER_PORT, POLICIES, port_number
+
+    g = p.add_argument_group(
+        "replicas",
+        "--replicas N: N servers on consecutive ports (--port after MODEL is the first, default 8001) behind "
+        "vllm-router (pip install 'autogen-ext-memento[router]') with session affinity on X-Session-ID",
+    )
+    g.add_argument("--replicas", type=positive_int, default=None, help="number of servers behind the router")
+    g.add_argument("--router-port", type=port_number, default=DEFAULT_ROUTER_PORT, help="the router's port (8000)")
+    g.add_argument("--router-host", default="127.0.0.1", help="the router's bind address (127.0.0.1)")
+    g.add_argument(
+        "--router-policy",
+        choices=POLICIES,
+        default="consistent_hash",
+        help="consistent_hash keeps each session on its replica; the others rebuild sessions that move",
+    )
+    g.add_argument(
+        "--router-metrics-port",
+        type=_metrics_port,
+        default=0,
+        help="vllm-router's Prometheus port (default 0: any free port)",
+    )
+    g.add_argument(
+        "--router-args",
+        type=shlex.split,
+        default=[],
+        help="more vllm-router arguments, one string: --router-args='--log-level info'",
+    )
+    g.add_argument("--log-dir", default=None, help="write replica-I.log, router.log and processes.json here")
+    g.add_argument(
+        "--startup-timeout", type=positive_float, default=900.0, help="seconds the replicas may take to start (900)"
+    )
     p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="arguments after MODEL go to `vllm serve`")
     p.set_defaults(func=run)
 
