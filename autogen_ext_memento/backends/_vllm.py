@@ -330,9 +330,16 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             self._stats.pop(session_id, None)
 
     def close(self) -> None:
-        """Release every session and the connection pool (a later call opens a new pool)."""
+        """Release the sessions this backend drove and the connection pool (a later call opens a new pool).
+
+        Other clients' sessions on the same server (``session_ids`` lists every session of the namespace) are left
+        alone: closing one backend must not cut another process's agents off their KV.
+        """
         try:
-            super().close()
+            with self._lock:
+                mine = list(self._stats)
+            for sid in mine:
+                self.close_session(sid)
         finally:
             with self._http_lock:
                 if self._http_client is not None:

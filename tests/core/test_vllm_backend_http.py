@@ -402,3 +402,22 @@ def test_config_round_trip_keeps_transport_settings(tiny_tokenizer: Any, replica
         VLLMBackend(rep.url, tiny_tokenizer, max_retries=-1)
     with pytest.raises(ValueError, match="http://"):
         VLLMBackend(rep.url, tiny_tokenizer, fallback_urls=["ftp://x"])
+
+
+def test_closing_a_backend_leaves_other_clients_sessions_on_the_server(
+    tiny_tokenizer: Any, replicas: list[Replica]
+) -> None:
+    rep = make(replicas, tiny_tokenizer, Script(tiny_tokenizer, [REPLY] * 4))
+    mine, theirs = backend_for(tiny_tokenizer, rep.url), backend_for(tiny_tokenizer, rep.url)
+
+    async def run() -> None:
+        await two_turns(MementoChatCompletionClient(mine, session_id="mine", max_new_tokens=16), "hi", "and?")
+        await two_turns(MementoChatCompletionClient(theirs, session_id="theirs", max_new_tokens=16), "hey", "so?")
+
+    asyncio.run(run())
+    assert set(mine.session_ids()) == {"mine", "theirs"}  # the server lists its namespace
+    mine.close()
+    assert set(rep.sessions) == {"theirs"}  # only the sessions this backend drove were closed
+    assert mine.stats("mine") is None and theirs.stats("theirs") is not None
+    theirs.close()
+    assert not rep.sessions
