@@ -1,6 +1,14 @@
 """Memento backends: sessions that hold a conversation's compacted KV."""
 
-from ._base import FinishReason, GenerationResult, MementoBackend, SamplingParams, SessionStats, TokenCallback
+from ._base import (
+    FinishReason,
+    GenerationResult,
+    MementoBackend,
+    SamplingParams,
+    SessionStats,
+    TokenCallback,
+    resolve_model_path,
+)
 from ._transformers import TransformersBackend, TransformersBackendConfig
 from ._vllm import VLLMBackend, VLLMBackendConfig, record_server_turn
 
@@ -16,4 +24,5 @@ __all__ = [
     "VLLMBackend",
     "VLLMBackendConfig",
     "record_server_turn",
+    "resolve_model_path",
 ]

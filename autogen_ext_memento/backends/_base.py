@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from autogen_core import ComponentBase
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from .._checks import build_config as checked_config
 from ..grammar import MementoConfig, MementoTokenIds
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -104,22 +105,9 @@ TokenCallback = Callable[[int], None]
 _C = TypeVar("_C", bound=BaseModel)
 
 
-def validation_message(error: ValidationError) -> str:
-    """One line naming every invalid field of a pydantic ``ValidationError`` and why it is invalid."""
-    parts = []
-    for err in error.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "value"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
-def build_config(config_cls: type[_C], what: str, **values: Any) -> _C:
-    """Validate constructor arguments by building their Config (the one source of rules), as a one-line ValueError."""
-    try:
-        return config_cls(**values)
-    except ValidationError as e:
-        raise ValueError(f"invalid {what} arguments: {validation_message(e)}") from None
+def build_config(config_cls: type[_C], what: str, /, **values: Any) -> _C:
+    """Validate a backend's constructor arguments by building its Config, as a one-line ``ValueError``."""
+    return checked_config(config_cls, f"invalid {what} arguments", **values)
 
 
 # --- torch devices -----------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _resolve(path: str) -> tuple[str, str | None]:
-    from autogen_ext_memento.pipeline._samples import SAMPLE_AGENTCHAT, SAMPLE_REASONING, sample_path
+    from autogen_ext_memento.pipeline import SAMPLE_AGENTCHAT, SAMPLE_REASONING, sample_path
 
     if path == "bundled:reasoning":
         return str(sample_path(SAMPLE_REASONING)), "reasoning"

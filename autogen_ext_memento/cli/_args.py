@@ -116,7 +116,7 @@ def model_path(text: str) -> str:
 
     Returns what ``from_pretrained`` loads (a shipped name becomes its directory).
     """
-    from ..backends._base import resolve_model_path
+    from ..backends import resolve_model_path
 
     try:
         return resolve_model_path(text)

@@ -21,9 +21,9 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, ValidationError
 from typing_extensions import Self
 
+from .._checks import build_config, validation_message
 from .._local_client import LocalChatCompletionClient
 from ..backends import MementoBackend, SamplingParams, SessionStats
-from ..backends._base import build_config, validation_message
 from ..chat_format import render
 from ..grammar import kept_positions
 from ._options import (
@@ -110,7 +110,7 @@ class MementoChatCompletionClient(LocalChatCompletionClient, Component[MementoCh
     ) -> None:
         opts = build_config(
             ClientOptions,
-            "MementoChatCompletionClient",
+            "invalid MementoChatCompletionClient arguments",
             session_id=session_id,
             max_new_tokens=max_new_tokens,
             max_memento_tokens=max_memento_tokens,

@@ -9,8 +9,8 @@ from autogen_core import ComponentModel
 from autogen_core.models import ModelFamily, ModelInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._checks import validation_message
 from ..backends import SamplingParams
-from ..backends._base import validation_message
 
 DEFAULT_MODEL_INFO = ModelInfo(
     vision=False,

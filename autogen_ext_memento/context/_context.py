@@ -13,9 +13,9 @@ from autogen_core.models import ChatCompletionClient, LLMMessage, SystemMessage
 from pydantic import TypeAdapter
 from typing_extensions import Self
 
+from .._checks import build_config
 from ..memory import MementoMemory
 from ..store import BlockStore
-from ..store._checks import build_config
 from ._blocks import Block, BlockBuilder
 from ._compactor import CompactionPolicy, MementoSystemOverBudgetEvent, ViewStats, leading_system_blocks, log_compaction
 from ._ledger import BlockLedger, BlockLedgerConfig

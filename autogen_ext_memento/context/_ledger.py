@@ -8,9 +8,9 @@ from typing import Any
 from autogen_core import CancellationToken, ComponentModel
 from autogen_core.models import ChatCompletionClient, LLMMessage, UserMessage
 
+from .._checks import require_type
 from ..memory import MementoMemory
 from ..store import BlockStore, InMemoryBlockStore, StoredBlock
-from ..store._checks import require_type
 from ._blocks import Block, TokenCounter, approx_tokens
 from ._compactor import CompactionPolicy, OnMemento, ViewStats, compact
 from ._writers import MementoWriter, ObservationMaskingWriter

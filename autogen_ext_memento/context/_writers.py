@@ -32,8 +32,8 @@ from autogen_core.models import (
 from pydantic import BaseModel, Field
 from typing_extensions import Self
 
+from .._checks import build_config, require_type
 from ..grammar import escape_special
-from ..store._checks import build_config, require_type
 from ._blocks import Block, function_calls, message_text
 
 logger = logging.getLogger(__name__)

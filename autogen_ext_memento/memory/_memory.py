@@ -14,7 +14,7 @@ from autogen_core.models import LLMMessage, UserMessage
 from pydantic import BaseModel, Field
 from typing_extensions import Self
 
-from ..store._checks import build_config
+from .._checks import build_config
 
 MEMORY_SOURCE = "memento_memory"
 MEMORY_HEADER = "[Team mementos, oldest first (state records of earlier work, kept across resets)]"

@@ -24,7 +24,13 @@ from ._pipeline import AnnotationPipeline, score_windows
 from ._prompts import PROMPTS, Verdict, fill, load_prompt, parse_boundary_scores, parse_summaries, parse_verdict
 from ._report import RunSummary, summarize_records
 from ._roles import BoundaryScorer, JudgedMemento, MementoCompressor, MementoJudge
-from ._samples import SAMPLE_AGENTCHAT, SAMPLE_REASONING, load_reasoning_inputs, record_sample_agentchat_run
+from ._samples import (
+    SAMPLE_AGENTCHAT,
+    SAMPLE_REASONING,
+    load_reasoning_inputs,
+    record_sample_agentchat_run,
+    sample_path,
+)
 from ._segment import Segmentation, brute_force_segment, objective, segment
 from ._split import TokenCounter, Unit, is_math, regex_token_count, split_units
 
@@ -77,6 +83,7 @@ __all__ = [
     "read_records",
     "record_sample_agentchat_run",
     "regex_token_count",
+    "sample_path",
     "score_windows",
     "segment",
     "split_units",

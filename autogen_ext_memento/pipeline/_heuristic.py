@@ -10,7 +10,7 @@ pipeline :class:`~autogen_ext_memento.pipeline.HeuristicRoles` instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
 from autogen_core import CancellationToken, Component
@@ -113,6 +113,15 @@ class HeuristicChatCompletionClient(LocalChatCompletionClient, Component[Heurist
         usage = RequestUsage(prompt_tokens=self.count_tokens(messages), completion_tokens=regex_token_count(text))
         self._account(usage)
         return CreateResult(finish_reason="stop", content=text, usage=usage, cached=False)
+
+    async def create_stream(
+        self, messages: Sequence[LLMMessage], **kwargs: Any
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        """Stream one :meth:`create` (called with the same arguments): its text, then the result."""
+        result = await self.create(messages, **kwargs)
+        if isinstance(result.content, str):
+            yield result.content
+        yield result
 
     async def close(self) -> None:
         pass

@@ -16,8 +16,8 @@ from autogen_core.models import LLMMessage
 from pydantic import BaseModel, Field, TypeAdapter, field_validator
 from typing_extensions import Self
 
+from .._checks import build_config
 from ..chat_format import transcript
-from ._checks import build_config
 
 _MESSAGES = TypeAdapter(list[LLMMessage])
 

@@ -18,9 +18,9 @@ from autogen_core.models import (
     SystemMessage,
 )
 from autogen_core.tools import Tool, ToolSchema
-from pydantic import BaseModel
 from typing_extensions import Self
 
+from .._checks import build_config, require_type
 from ..context import (
     BlockLedger,
     BlockLedgerConfig,
@@ -33,7 +33,6 @@ from ..context import (
 )
 from ..memory import MementoMemory
 from ..store import BlockStore
-from ..store._checks import build_config, require_type
 
 logger = logging.getLogger(__name__)
 
@@ -210,47 +209,21 @@ class MementoContextClient(ChatCompletionClient, Component[MementoContextClientC
 
     # --- ChatCompletionClient ----------------------------------------------------------------------------------
     async def create(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
+        self, messages: Sequence[LLMMessage], *, cancellation_token: CancellationToken | None = None, **kwargs: Any
     ) -> CreateResult:
+        """The inner client's ``create`` on the compacted history (the other arguments are passed on as given)."""
         view = await self.compact_messages(messages, cancellation_token)
-        return await self._client.create(
-            view,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        )
+        return await self._client.create(view, cancellation_token=cancellation_token, **kwargs)
 
     def create_stream(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
+        self, messages: Sequence[LLMMessage], *, cancellation_token: CancellationToken | None = None, **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
+        """The inner client's ``create_stream`` on the compacted history (the other arguments are passed on)."""
         caller = self._caller_id()  # read here: the generator body may run outside the handler's context
 
         async def _generator() -> AsyncGenerator[str | CreateResult, None]:
             view = await self.compact_messages(messages, cancellation_token, caller=caller)
-            async for chunk in self._client.create_stream(
-                view,
-                tools=tools,
-                tool_choice=tool_choice,
-                json_output=json_output,
-                extra_create_args=extra_create_args,
-                cancellation_token=cancellation_token,
-            ):
+            async for chunk in self._client.create_stream(view, cancellation_token=cancellation_token, **kwargs):
                 yield chunk
 
         return _generator()

@@ -1,4 +1,4 @@
-"""Constructor checks shared by the text-level components: one source of rules (their pydantic Configs).
+"""Constructor checks shared by every component: one source of rules (their pydantic Configs).
 
 Every public constructor builds its Config (or the part of it that holds plain values) with :func:`build_config`
 and reads its settings back from it, so a value the Config rejects is rejected at construction, with the same
@@ -19,7 +19,7 @@ def _one_line(text: str) -> str:
     return text.removeprefix("Value error, ")
 
 
-def build_config(model: type[M], owner: str, **values: Any) -> M:
+def build_config(model: type[M], owner: str, /, **values: Any) -> M:
     """``model(**values)``, with any validation error turned into a one-line ``ValueError`` naming ``owner``."""
     try:
         return model(**values)
@@ -36,6 +36,15 @@ def build_config(model: type[M], owner: str, **values: Any) -> M:
         raise ValueError(f"{owner}: " + "; ".join(parts)) from None
     except ValueError as e:  # raised by a model_post_init rule (one that spans several fields)
         raise ValueError(f"{owner}: {_one_line(str(e))}") from None
+
+
+def validation_message(error: ValidationError) -> str:
+    """One line naming every invalid field of a pydantic ``ValidationError`` and why it is invalid."""
+    parts = []
+    for err in error.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "value"
+        parts.append(f"{loc}: {_one_line(str(err['msg']))}")
+    return "; ".join(parts)
 
 
 def require_type(
