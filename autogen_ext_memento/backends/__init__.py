@@ -1,14 +1,7 @@
 """Memento backends: sessions that hold a conversation's compacted KV."""
 
-from ._base import (
-    FinishReason,
-    GenerationResult,
-    MementoBackend,
-    SamplingParams,
-    SessionStats,
-    TokenCallback,
-    resolve_model_path,
-)
+from ._base import FinishReason, GenerationResult, MementoBackend, SamplingParams, SessionStats, TokenCallback
+from ._base import resolve_model_path as resolve_model_path
 from ._transformers import TransformersBackend, TransformersBackendConfig
 from ._vllm import VLLMBackend, VLLMBackendConfig, record_server_turn
 

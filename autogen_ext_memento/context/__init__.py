@@ -1,20 +1,17 @@
 """Sawtooth model contexts: blocks, memento writers, the compaction policy and ``MementoChatCompletionContext``."""
 
 from ._blocks import Block, BlockBuilder, BlockKind, TokenCounter, approx_tokens, build_blocks, message_text
-from ._compactor import (
-    DIGEST_HEADER,
-    DIGEST_SOURCE,
+from ._compactor import DIGEST_HEADER, DIGEST_SOURCE, compact, memento_line
+from ._context import STATE_VERSION, MementoChatCompletionContext, MementoChatCompletionContextConfig
+from ._ledger import BlockLedger, BlockLedgerConfig, client_counter
+from ._policy import (
     CompactionPolicy,
     MementoCompactionEvent,
     MementoSystemOverBudgetEvent,
     ViewStats,
-    compact,
     leading_system_blocks,
     log_compaction,
-    memento_line,
 )
-from ._context import STATE_VERSION, MementoChatCompletionContext, MementoChatCompletionContextConfig
-from ._ledger import BlockLedger, BlockLedgerConfig, client_counter
 from ._writers import (
     COMPRESSION_PROMPT,
     JUDGE_PROMPT,

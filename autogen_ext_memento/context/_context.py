@@ -17,8 +17,8 @@ from .._checks import build_config
 from ..memory import MementoMemory
 from ..store import BlockStore
 from ._blocks import Block, BlockBuilder
-from ._compactor import CompactionPolicy, MementoSystemOverBudgetEvent, ViewStats, leading_system_blocks, log_compaction
 from ._ledger import BlockLedger, BlockLedgerConfig
+from ._policy import CompactionPolicy, MementoSystemOverBudgetEvent, ViewStats, leading_system_blocks, log_compaction
 from ._writers import MementoWriter
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from .._checks import require_type
 from ..memory import MementoMemory
 from ..store import BlockStore, InMemoryBlockStore, StoredBlock
 from ._blocks import Block, TokenCounter, approx_tokens
-from ._compactor import CompactionPolicy, OnMemento, ViewStats, compact
+from ._compactor import OnMemento, compact
+from ._policy import CompactionPolicy, ViewStats
 from ._writers import MementoWriter, ObservationMaskingWriter
 
 
