@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -169,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     _say("$ " + " ".join(serve))
     with open(log_dir / "serve.out", "wb") as fh:
-        proc = subprocess.Popen(serve, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        # In this process group: Ctrl-C or a `timeout` reaches serve too, which stops its replicas and router.
+        proc = subprocess.Popen(serve, stdout=fh, stderr=subprocess.STDOUT)
     rr: subprocess.Popen[bytes] | None = None
     try:
         info = _wait_serve(proc, log_dir, 900.0)
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         rr_cmd = router_command(replicas, port=rr_port, policy="round_robin", metrics_port=free_port())
         _say("$ " + " ".join(rr_cmd))
         with open(log_dir / "rr-router.log", "wb") as fh:
-            rr = subprocess.Popen(rr_cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            rr = subprocess.Popen(rr_cmd, stdout=fh, stderr=subprocess.STDOUT)
         _wait_health(f"http://127.0.0.1:{rr_port}", rr)
         urls = {
             "single": replicas[0],
@@ -213,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for child in (rr, proc):
             if child is not None and child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                child.terminate()  # serve stops its replicas and router on SIGTERM
         for child in (rr, proc):
             if child is not None:
                 try:
                     child.wait(timeout=90)
                 except subprocess.TimeoutExpired:
-                    os.killpg(child.pid, signal.SIGKILL)
+                    child.kill()
                     child.wait()
     return 0
 

@@ -95,7 +95,7 @@ class Replica:
     def url(self) -> str:
         """Where the router (and a client) reaches it."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
 def port_number(text: str) -> int:
@@ -320,7 +320,12 @@ class _Children:
             out = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
             self._logs.append(out)
         proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509 - no threads
         )
         self.procs[name] = proc
         return proc
@@ -343,6 +348,16 @@ class _Children:
             proc.wait()
         for fh in self._logs:
             fh.close()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when serve itself dies (even by SIGKILL), so no replica is orphaned."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -480,12 +495,12 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> int:
         _say(f"{stop}: stopping the router and {len(replicas)} replicas")
         status = 0 if stop.signum == signal.SIGTERM else 130
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        # A second Ctrl-C during the shutdown must not leave children behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A second Ctrl-C or SIGTERM during the shutdown must not leave children behind.
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
         try:
             children.stop()
         finally:
-            signal.signal(signal.SIGINT, previous[signal.SIGINT])
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     return status

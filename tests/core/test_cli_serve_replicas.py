@@ -6,7 +6,10 @@ import argparse
 import shlex
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +45,8 @@ def test_default_ports_and_host_forms() -> None:
     assert [r.port for r in replicas] == [_replicas.DEFAULT_REPLICA_PORT, _replicas.DEFAULT_REPLICA_PORT + 1]
     assert value(replicas[0].cmd, "--host") == "0.0.0.0" and replicas[0].url.startswith("http://127.0.0.1:")
     assert args.router_port == _replicas.DEFAULT_ROUTER_PORT and args.router_policy == "consistent_hash"
+    args = parse("--replicas", "1", "--device", "cpu", "tiny", "--host", "::1", "--port", "9500")
+    assert _replicas.replica_commands(args, args.vllm_args)[0].url == "http://[::1]:9500"
 
 
 def test_gpu_replicas_get_their_own_devices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,3 +165,63 @@ def test_router_installed_reflects_the_environment() -> None:
 
     expected = all(importlib.util.find_spec(m) is not None for m in ("vllm_router", "vllm_router_rs"))
     assert _replicas.router_installed() is expected
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie waiting for init."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _wait_gone(pids: list[int], within_s: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and not all(_gone(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if not _gone(p)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and /proc")
+def test_stop_ends_each_childs_whole_process_group(tmp_path: Path) -> None:
+    children = _replicas._Children(tmp_path)
+    # A child that leaves a grandchild in its group (as vLLM's API server leaves its engine core).
+    marker = tmp_path / "grandchild"
+    proc = children.start(
+        "replica-0", ["sh", "-c", f"sleep 600 & echo $! > {marker}.tmp && mv {marker}.tmp {marker}; wait"]
+    )
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    grandchild = int(marker.read_text())
+    children.stop()
+    assert proc.returncode is not None
+    assert _wait_gone([grandchild]) == []
+    assert (tmp_path / "replica-0.log").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_children_die_with_a_killed_serve(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child"
+    script = (
+        "import sys, time\n"
+        "from autogen_ext_memento.cli._replicas import _Children\n"
+        "c = _Children(None)\n"
+        "p = c.start('replica-0', [sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(600)\n"
+    )
+    serve = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert serve.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert not _gone(child)
+    finally:
+        serve.kill()  # SIGKILL: no handler of serve runs
+        serve.wait()
+    assert _wait_gone([child]) == []

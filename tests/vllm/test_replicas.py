@@ -93,7 +93,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     ]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     with open(log_dir / "serve.out", "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # In pytest's process group: a `timeout` that stops the test run stops serve too, which stops its children.
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     state = log_dir / "processes.json"
     deadline = time.monotonic() + 900  # two engine start-ups on a loaded 2-core machine
     try:
@@ -105,7 +106,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         info = json.loads(state.read_text())
         yield Cluster(proc, log_dir, info["router"]["url"], router_port, info["replicas"])
     finally:
-        pids = [proc.pid]
+        pids: list[int] = []  # the process groups serve started
         if state.exists():
             info = json.loads(state.read_text())
             pids += [info["router"]["pid"], *(r["pid"] for r in info["replicas"])]
@@ -121,6 +122,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             except ProcessLookupError:
                 pass
         if proc.poll() is None:
+            proc.kill()
             proc.wait()
 
 
@@ -254,7 +256,7 @@ def test_round_robin_control_moves_sessions(cluster: Cluster, affinity_runs: lis
         [r["url"] for r in cluster.replicas], port=port, policy="round_robin", metrics_port=free_port()
     )
     with open(cluster.log_dir / "rr-router.log", "wb") as fh:
-        rr = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        rr = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)  # one process, in pytest's group
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -268,8 +270,12 @@ def test_round_robin_control_moves_sessions(cluster: Cluster, affinity_runs: lis
                 time.sleep(0.2)
         runs = _run_team(f"http://127.0.0.1:{port}", "rr")
     finally:
-        os.killpg(rr.pid, signal.SIGTERM)
-        rr.wait(timeout=30)
+        rr.terminate()
+        try:
+            rr.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            rr.kill()
+            rr.wait()
     listings = [cluster.listing(r["url"]) for r in cluster.replicas]
     split = [run.session for run in runs if all(run.session in sessions for sessions in listings)]
     assert split, "round robin left every session on one replica"
