@@ -71,6 +71,16 @@ def main() -> int:
     ap.add_argument("--block-size", type=int, default=32)
     ap.add_argument("--max-num-seqs", type=int, default=32)
     ap.add_argument("--no-admission", action="store_true", help="memento requests use vLLM's admission rule")
+    ap.add_argument(
+        "--admission-horizon", default=None, help="admission's look-ahead window: cycle (default), life or steps"
+    )
+    ap.add_argument("--admission-margin", type=float, default=None, help="admission's safety margin (fraction)")
+    ap.add_argument("--memento-only", action="store_true", help="skip the vanilla pass (exploring admission settings)")
+    ap.add_argument(
+        "--capacity",
+        action="store_true",
+        help="largest number of requests held at once with no preemption (vLLM's admission), memento vs vanilla",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="memento/vanilla pairs to run; the median ratio is reported")
     ap.add_argument("--plot", default=None, help="write pool occupancy per step to this PNG (and a .csv beside it)")
     args = ap.parse_args()
@@ -86,6 +96,12 @@ def main() -> int:
     cfg = json.loads((model / "config.json").read_text())
     per_block = args.block_size * 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 4
     max_len = args.prompt_tokens + args.gen_tokens + 8
+    admission: dict[str, Any] = {"memento_admission": not args.no_admission}
+    if args.admission_horizon is not None:
+        h = args.admission_horizon
+        admission["admission_horizon"] = int(h) if h.isdigit() else h
+    if args.admission_margin is not None:
+        admission["admission_margin"] = args.admission_margin
     llm = LLM(
         str(model),
         enforce_eager=True,
@@ -98,7 +114,7 @@ def main() -> int:
         distributed_executor_backend="uni",
         enable_prefix_caching=False,
         seed=0,
-        **engine_args(keep_last_n_blocks=0, memento_admission=not args.no_admission),
+        **engine_args(keep_last_n_blocks=0, **admission),
     )
     sched = llm.llm_engine.engine_core.engine_core.scheduler
     force = _script(ids, args.gen_tokens, args.block_tokens, args.memento_tokens)
@@ -107,7 +123,7 @@ def main() -> int:
         for r in range(args.requests)
     ]
 
-    def run(mode: str) -> dict[str, Any]:
+    def run(mode: str, n: int | None = None) -> dict[str, Any]:
         extra: dict[str, Any] = {"memento_force": force}
         if mode == "vanilla":
             extra["memento"] = {"keep_last_n_blocks": -1}
@@ -115,10 +131,12 @@ def main() -> int:
         start_step = len(sched.memento_pool_trace)
         deferred0 = sched.memento_admission.deferred
         t0 = time.perf_counter()
-        outs = llm.generate(prompts, [sp] * len(prompts), use_tqdm=False)
+        batch = prompts[: n if n is not None else len(prompts)]
+        outs = llm.generate(batch, [sp] * len(batch), use_tqdm=False)
         dt = time.perf_counter() - t0
         toks = sum(len(o.outputs[0].token_ids) for o in outs)
         used = [u for _, u in sched.memento_pool_trace[start_step:]]
+        running = sched.memento_running_trace[start_step:]
         stats = [sched.memento_rpc("stats", o.request_id) or {} for o in outs]
         return {
             "mode": mode,
@@ -130,23 +148,40 @@ def main() -> int:
             "peak_pool_blocks": max(used) if used else 0,
             "pool_blocks": sched.memento_rpc("memory")["num_blocks"],
             "mean_pool_occupancy": round(sum(used) / max(1, len(used)) / args.pool_blocks, 3),
+            "mean_running": round(sum(running) / max(1, len(running)), 1),
+            "max_running": max(running, default=0),
+            "request_peak_pages": sorted(-(-int(s.get("peak_live_tokens", 0)) // args.block_size) for s in stats)[
+                len(stats) // 2
+            ],
             "preemptions": sum(int(s.get("preemptions", 0)) for s in stats),
             "evictions": sum(int(s.get("evictions", 0)) for s in stats),
             "admissions_deferred": sched.memento_admission.deferred - deferred0,
             "_trace": used,
         }
 
+    if args.capacity:
+        return _capacity(run, sched, args.max_num_seqs)
+
     # Alternate the modes and repeat: on a shared machine the load drifts, a pair run back to back is comparable.
     ratios: list[float] = []
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for _ in range(args.repeat):
-        results = [run("memento"), run("vanilla")]
+        results = [run("memento")] if args.memento_only else [run("memento"), run("vanilla")]
         for r in results:
             sys.stdout.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + "\n")
-        ratios.append(results[0]["tokens_per_s"] / results[1]["tokens_per_s"])
+        if not args.memento_only:
+            ratios.append(results[0]["tokens_per_s"] / results[1]["tokens_per_s"])
+            pairs.append((results[0], results[1]))
+    if not ratios:
+        return 0
     ratios.sort()
+    steps = sorted(m["steps"] / v["steps"] for m, v in pairs)
     summary = {
         "throughput_ratio_memento_over_vanilla": round(ratios[len(ratios) // 2], 3),
         "ratios": [round(r, 3) for r in ratios],
+        "steps_ratio_memento_over_vanilla": round(steps[len(steps) // 2], 3),
+        "preemptions_memento": sorted(m["preemptions"] for m, _ in pairs),
+        "preemptions_vanilla": sorted(v["preemptions"] for _, v in pairs),
     }
     sys.stdout.write(json.dumps(summary) + "\n")
     if args.plot:
@@ -174,6 +209,37 @@ def main() -> int:
         ax.legend()
         fig.tight_layout()
         fig.savefig(args.plot)
+    return 0
+
+
+def _capacity(run: Any, sched: Any, limit: int) -> int:
+    """Per mode, the largest N such that N requests started together all run to the end with no preemption.
+
+    Memento's own admission is off here (every request is admitted at once, as vLLM would): the figure is how
+    many concurrent sequences the pool *holds*, which on a GPU (where a bigger batch is nearly free) is what turns
+    into throughput. Binary search over N in [1, ``--max-num-seqs``]; preemptions only grow with N.
+    """
+    adm = sched.memento_admission
+    enabled, adm.enabled = adm.enabled, False
+    held: dict[str, int] = {}
+    try:
+        for mode in ("memento", "vanilla"):
+            lo, hi = 0, limit  # lo: known to hold; hi + 1: known (or assumed) not to
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                r = run(mode, mid)
+                ok = r["preemptions"] == 0
+                sys.stdout.write(
+                    json.dumps({"capacity_probe": mode, "requests": mid, "preemptions": r["preemptions"]}) + "\n"
+                )
+                lo, hi = (mid, hi) if ok else (lo, mid - 1)
+            held[mode] = lo
+    finally:
+        adm.enabled = enabled
+    ratio = held["memento"] / held["vanilla"] if held["vanilla"] else float("inf")
+    sys.stdout.write(
+        json.dumps({"held_without_preemption": held, "capacity_ratio_memento_over_vanilla": round(ratio, 2)}) + "\n"
+    )
     return 0
 
 

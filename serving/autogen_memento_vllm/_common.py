@@ -32,6 +32,7 @@ _OPTION_KEYS = (
     "max_sessions",
     "memento_admission",
     "admission_margin",
+    "admission_horizon",
 )
 
 
@@ -40,8 +41,10 @@ class PluginOptions:
     """Engine-wide options of the plugin (from ``additional_config["memento"]``).
 
     Session limits: ``session_ttl_s`` (idle seconds), ``max_session_fraction`` / ``max_session_blocks`` (pages),
-    ``max_sessions`` (count). Admission: ``memento_admission`` (admit memento requests by their expected sawtooth
-    peak) and ``admission_margin`` (fraction added to that peak).
+    ``max_sessions`` (count). Admission: ``memento_admission`` (admit memento requests only when the projected pool
+    holds them), ``admission_margin`` (fraction added to every projected request) and ``admission_horizon`` (the
+    look-ahead window: ``"cycle"``, one learned block-plus-memento cycle; ``"life"``, the rest of every request's
+    life; or a number of steps).
     """
 
     memento: MementoConfig = field(default_factory=MementoConfig)
@@ -53,6 +56,7 @@ class PluginOptions:
     max_sessions: int = 256
     memento_admission: bool = True
     admission_margin: float = 0.1
+    admission_horizon: int | str = "cycle"
 
     @classmethod
     def from_additional_config(cls, additional: Any) -> PluginOptions:

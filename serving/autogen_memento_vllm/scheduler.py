@@ -8,8 +8,9 @@ the request's *logical* tokens, the evictions not applied yet, the RoPE offset).
 * :mod:`~autogen_memento_vllm.registry` (:class:`SessionRegistry`): finished turns' compacted KV per tenant
   (``cache_salt``, LoRA) and session id, with TTL, page budget and count limits;
 * :mod:`~autogen_memento_vllm.admission` (:class:`Admission`): memento-aware admission (a waiting memento request
-  is admitted only when the pool can hold its expected sawtooth peak) and the release of idle sessions before a
-  running request would be preempted;
+  is admitted only when the pool, projected forward over a look-ahead window with every request's learned sawtooth
+  and the pages of requests that finish, still holds it) and the release of idle sessions before a running
+  request would be preempted;
 * this module: the hooks (``add_request``, ``schedule``, ``_update_request_with_output``, ``_preempt_request``,
   freeing), the logical length cap, forced tokens and the ``memento_rpc`` session control.
 
@@ -63,6 +64,7 @@ class MementoScheduler(Scheduler):
         self.memento_finished: OrderedDict[str, MementoStats] = OrderedDict()
         self.memento_traces: OrderedDict[str, list[tuple[int, int, int]]] = OrderedDict()
         self.memento_pool_trace: list[tuple[int, int]] = []  # (step, used blocks)
+        self.memento_running_trace: list[int] = []  # running requests after each step
         self._step = MementoStepData()
         managers = self.kv_cache_manager.coordinator.single_type_managers
         if len(managers) != 1:
@@ -230,8 +232,10 @@ class MementoScheduler(Scheduler):
             state.stats.peak_live_tokens = max(state.stats.peak_live_tokens, live)
             state.trace.append((live + state.offset, live, len(self._manager.req_to_blocks.get(req_id, []))))
         self.memento_pool_trace.append((len(self.memento_pool_trace), self.used_blocks()))
+        self.memento_running_trace.append(len(self.running))
         if len(self.memento_pool_trace) > 200_000:  # a long-running server: keep the recent half
             del self.memento_pool_trace[:100_000]
+            del self.memento_running_trace[:100_000]
         return out
 
     def used_blocks(self) -> int:
