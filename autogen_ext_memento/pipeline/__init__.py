@@ -20,7 +20,7 @@ from ._heuristic_rules import HeuristicClientConfig, HeuristicRoles
 from ._io import read_done_ids, read_records
 from ._llm import LLMCallError, LLMRunner, ParseError, Pricing, UsageStats
 from ._llm_roles import LLMRoles
-from ._pipeline import AnnotationPipeline, score_windows
+from ._pipeline import AnnotationPipeline
 from ._prompts import PROMPTS, Verdict, fill, load_prompt, parse_boundary_scores, parse_summaries, parse_verdict
 from ._report import RunSummary, summarize_records
 from ._roles import BoundaryScorer, JudgedMemento, MementoCompressor, MementoJudge
@@ -33,6 +33,7 @@ from ._samples import (
 )
 from ._segment import Segmentation, brute_force_segment, objective, segment
 from ._split import TokenCounter, Unit, is_math, regex_token_count, split_units
+from ._stages import AnnotationStages, score_windows
 
 __all__ = [
     "PROMPTS",
@@ -41,6 +42,7 @@ __all__ = [
     "AgentBlock",
     "AgentTrajectory",
     "AnnotationPipeline",
+    "AnnotationStages",
     "BoundaryScorer",
     "HeuristicChatCompletionClient",
     "HeuristicClientConfig",

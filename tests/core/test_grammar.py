@@ -12,6 +12,7 @@ from autogen_ext_memento.grammar import (
     EventKind,
     MementoConfig,
     MementoTokenIds,
+    SlotMap,
     TrackerState,
     build_visibility,
     evictions,
@@ -173,3 +174,16 @@ def test_any_stream_ends_in_a_defined_state(seq: list[int], cfg: MementoConfig) 
         s, e = ev.span
         assert not vis[ev.trigger + 1 :, s:e].any()
         assert vis[ev.trigger, s:e].all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(TOKENS, CONFIGS)
+def test_slot_map_puts_each_kept_position_in_its_compacted_slot(seq: list[int], cfg: MementoConfig) -> None:
+    slots = SlotMap(len(seq))
+    cache = list(range(len(seq)))  # a cache that holds logical positions, cut as a backend cuts its KV
+    for ev in evictions(seq, IDS, cfg):
+        a, b = slots.evict(ev.span)
+        assert cache[a:b] == list(range(*ev.span))
+        del cache[a:b]
+    assert slots.kept() == cache == kept_positions(seq, IDS, cfg) and slots.live == len(cache)
+    assert all(slots.slot(p) == k for k, p in enumerate(cache))

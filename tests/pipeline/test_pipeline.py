@@ -13,6 +13,7 @@ from autogen_ext_memento.pipeline import (
     SAMPLE_REASONING,
     AnnotationPipeline,
     HeuristicChatCompletionClient,
+    HeuristicRoles,
     LLMCallError,
     PipelineConfig,
     ReasoningSample,
@@ -178,6 +179,20 @@ async def test_heuristic_client_is_a_serialisable_component() -> None:
     )
     assert r.content == "B1: 0" and r.usage.completion_tokens > 0
     assert c2.total_usage().prompt_tokens == r.usage.prompt_tokens
+
+
+@pytest.mark.asyncio
+async def test_heuristic_roles_annotate_without_prompts_as_the_heuristic_client_does() -> None:
+    roles = HeuristicRoles()
+    by_rules = AnnotationPipeline(None, PipelineConfig(**CFG), scorer=roles, compressor=roles, judge=roles)
+    by_prompts = AnnotationPipeline(HeuristicChatCompletionClient(), PipelineConfig(**CFG))
+    for sample in samples()[:3]:
+        a, b = await by_rules.annotate_reasoning(sample), await by_prompts.annotate_reasoning(sample)
+        keys = ("blocks", "block_summaries", "judge_rounds", "response")
+        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    assert by_rules.usage.calls == 0
+    with pytest.raises(ValueError, match="without a client"):
+        AnnotationPipeline(None, PipelineConfig(**CFG), scorer=roles)
 
 
 @pytest.mark.asyncio
