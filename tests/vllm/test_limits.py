@@ -157,7 +157,7 @@ def test_session_api_clamps_max_tokens_to_the_logical_limit() -> None:
     from _vllm_helpers import _ensure_plugin_importable
 
     _ensure_plugin_importable()
-    from autogen_memento_vllm.sessions import clamp_max_tokens
+    from autogen_memento_vllm.turns import clamp_max_tokens
     from fastapi import HTTPException
 
     assert clamp_max_tokens(100, 50, MAX_LEN) == 50
