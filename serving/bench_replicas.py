@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from autogen_ext_memento import tiny_model_path
-    from autogen_ext_memento.cli._replicas import free_port, free_port_range, router_command
+    from autogen_ext_memento.cli._replica_plan import free_port, free_port_range, router_command
     from autogen_ext_memento.tasks import FactTrackerConfig, sample_episodes
 
     model = str(tiny_model_path()) if args.model == "tiny" else args.model

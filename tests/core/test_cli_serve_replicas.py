@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from autogen_ext_memento.cli import _replicas, main
+from autogen_ext_memento.cli import _replica_plan, _replicas, main
 from autogen_ext_memento.cli._main import build_parser
 
 
@@ -28,7 +28,7 @@ def value(cmd: list[str], flag: str) -> str:
 
 def test_replicas_listen_on_consecutive_ports_with_the_plugin_and_the_vllm_args() -> None:
     args = parse("--replicas", "3", "--device", "cpu", "tiny", "--port", "9101", "--dtype", "float32", "--seed", "0")
-    replicas = _replicas.replica_commands(args, args.vllm_args)
+    replicas = _replica_plan.replica_commands(args, args.vllm_args)
     assert [r.port for r in replicas] == [9101, 9102, 9103]
     assert [r.url for r in replicas] == ["http://127.0.0.1:9101", "http://127.0.0.1:9102", "http://127.0.0.1:9103"]
     for r in replicas:
@@ -41,38 +41,38 @@ def test_replicas_listen_on_consecutive_ports_with_the_plugin_and_the_vllm_args(
 
 def test_default_ports_and_host_forms() -> None:
     args = parse("--replicas", "2", "--device", "cpu", "tiny", "--host=0.0.0.0")
-    replicas = _replicas.replica_commands(args, args.vllm_args)
-    assert [r.port for r in replicas] == [_replicas.DEFAULT_REPLICA_PORT, _replicas.DEFAULT_REPLICA_PORT + 1]
+    replicas = _replica_plan.replica_commands(args, args.vllm_args)
+    assert [r.port for r in replicas] == [_replica_plan.DEFAULT_REPLICA_PORT, _replica_plan.DEFAULT_REPLICA_PORT + 1]
     assert value(replicas[0].cmd, "--host") == "0.0.0.0" and replicas[0].url.startswith("http://127.0.0.1:")
-    assert args.router_port == _replicas.DEFAULT_ROUTER_PORT and args.router_policy == "consistent_hash"
+    assert args.router_port == _replica_plan.DEFAULT_ROUTER_PORT and args.router_policy == "consistent_hash"
     args = parse("--replicas", "1", "--device", "cpu", "tiny", "--host", "::1", "--port", "9500")
-    assert _replicas.replica_commands(args, args.vllm_args)[0].url == "http://[::1]:9500"
+    assert _replica_plan.replica_commands(args, args.vllm_args)[0].url == "http://[::1]:9500"
 
 
 def test_gpu_replicas_get_their_own_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
     args = parse("--replicas", "2", "--device", "gpu", "org/model", "--tensor-parallel-size", "2")
-    replicas = _replicas.replica_commands(args, args.vllm_args)
+    replicas = _replica_plan.replica_commands(args, args.vllm_args)
     assert [r.env["CUDA_VISIBLE_DEVICES"] for r in replicas] == ["4,5", "6,7"]
     assert value(replicas[0].cmd, "--tensor-parallel-size") == "2"
     args = parse("--replicas", "3", "--device", "gpu", "org/model", "-tp", "2")
     with pytest.raises(ValueError, match="need 6 devices"):
-        _replicas.replica_commands(args, args.vllm_args)
+        _replica_plan.replica_commands(args, args.vllm_args)
 
 
 def test_router_command_hashes_on_the_replicas_and_extra_args_win() -> None:
     urls = ["http://127.0.0.1:9101", "http://127.0.0.1:9102"]
-    cmd = _replicas.router_command(urls, port=9100, metrics_port=9199, extra=["--cb-failure-threshold", "5"])
+    cmd = _replica_plan.router_command(urls, port=9100, metrics_port=9199, extra=["--cb-failure-threshold", "5"])
     assert cmd[1:3] == ["-m", "vllm_router.launch_router"]
     i = cmd.index("--worker-urls")
     assert cmd[i + 1 : i + 3] == urls and cmd[i + 3].startswith("--")
     assert value(cmd, "--policy") == "consistent_hash" and value(cmd, "--port") == "9100"
     assert value(cmd, "--prometheus-port") == "9199"
     assert cmd[-2:] == ["--cb-failure-threshold", "5"]  # after the defaults: argparse keeps the last
-    rr = _replicas.router_command(urls, policy="round_robin", metrics_port=1)
+    rr = _replica_plan.router_command(urls, policy="round_robin", metrics_port=1)
     assert value(rr, "--policy") == "round_robin"
     with pytest.raises(ValueError, match="router policy"):
-        _replicas.router_command(urls, policy="sticky", metrics_port=1)
+        _replica_plan.router_command(urls, policy="sticky", metrics_port=1)
 
 
 def test_dry_run_prints_every_replica_and_the_router(capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,14 +157,14 @@ def _free_port() -> int:
 
 
 def _free_pair() -> int:
-    return _replicas.free_port_range(2)
+    return _replica_plan.free_port_range(2)
 
 
 def test_router_installed_reflects_the_environment() -> None:
     import importlib.util
 
     expected = all(importlib.util.find_spec(m) is not None for m in ("vllm_router", "vllm_router_rs"))
-    assert _replicas.router_installed() is expected
+    assert _replica_plan.router_installed() is expected
 
 
 def _gone(pid: int) -> bool:

@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 def _free_pair() -> int:
     """A port ``p`` with ``p + 1`` free too."""
-    from autogen_ext_memento.cli._replicas import free_port_range
+    from autogen_ext_memento.cli._replica_plan import free_port_range
 
     return free_port_range(2)
 
@@ -249,7 +249,7 @@ def test_openai_routes_pass_through_the_router(cluster: Cluster) -> None:
 
 def test_round_robin_control_moves_sessions(cluster: Cluster, affinity_runs: list[AgentRun]) -> None:
     """The check above fails without affinity: a round-robin router in front of the same replicas splits sessions."""
-    from autogen_ext_memento.cli._replicas import free_port, router_command
+    from autogen_ext_memento.cli._replica_plan import free_port, router_command
 
     port = free_port()
     cmd = router_command(
