@@ -5,8 +5,8 @@ with its own ``--host``/``--port``; the router hashes the ``X-Session-ID`` heade
 :class:`~autogen_ext_memento.backends.VLLMBackend` puts on every session request (``--router-policy
 consistent_hash``, the default), so all turns of a session reach the replica that holds its compacted KV.
 
-The command lines are built by pure functions (:mod:`._replica_plan`) so they are tested without vLLM; :func:`run` checks the ports, starts the replicas (each in its own process group), waits until
-each answers ``GET /v1/memento/config``, starts the router, and supervises: a replica that exits is reported and the
+The command lines are built by pure functions (:mod:`._replica_plan`) so they are tested without vLLM;
+:func:`run` checks the ports, starts the replicas (each in its own process group), waits until each answers ``GET /v1/memento/config``, starts the router, and supervises: a replica that exits is reported and the
 router's circuit breaker moves its sessions (each rebuilds once on another replica); the router exiting, or every
 replica, stops everything. Ctrl-C or SIGTERM stops every child (SIGTERM to each process group, SIGKILL after
 ``STOP_GRACE_S``).

@@ -1,6 +1,6 @@
 """``POST /v1/chat/completions`` for any OpenAI client: the agent chat format, the closure protocol, implicit sessions.
 
-The endpoint plugin replaces vLLM's chat route with :func:`chat_completions`. A request is served the way
+The endpoint plugin replaces vLLM's chat route with :func:`.chat_route.chat_completions`. A request is served the way
 :class:`~autogen_ext_memento.MementoChatCompletionClient` serves an agent, because it *is* that client, running in
 the server over the engine (:class:`~autogen_memento_vllm.engine_backend.EngineBackend`):
 
@@ -21,44 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from autogen_core.models import AssistantMessage, LLMMessage
+from autogen_core.models import AssistantMessage, CreateResult, FunctionExecutionResultMessage, LLMMessage
 from autogen_core.tools import ToolSchema
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
 
 from autogen_ext_memento import MementoChatCompletionClient
-from autogen_ext_memento.chat_format import render, split_closure
+from autogen_ext_memento.chat_format import Turn, render, split_closure
 
 from .conversations import ConversationIndex
 from .engine_backend import EngineBackend
 from .openai_messages import completion_body, to_llm_messages, to_tool_schemas
 
-__all__ = ["MementoChat", "SESSION_HEADER", "chat_router", "keep_vllm_chat_route", "unsupported_reason"]
-
-logger = logging.getLogger(__name__)
-SESSION_HEADER = "X-Session-ID"
-
-
-def unsupported_reason(body: Mapping[str, Any]) -> str | None:
-    """Why vLLM's own handler must serve this request (``None``: the memento route serves it)."""
-    xargs = body.get("vllm_xargs") or {}
-    if xargs.get("memento") is False:
-        return "memento disabled for this request"
-    if (body.get("n") or 1) > 1:
-        return "n > 1"
-    if body.get("logprobs") or body.get("top_logprobs"):
-        return "log-probabilities"
-    if body.get("stop"):
-        return "stop strings"
-    return None
+__all__ = ["MementoChat"]
 
 
 def _tool_choice(body: Mapping[str, Any], tools: Sequence[ToolSchema]) -> Any:
@@ -105,18 +85,21 @@ class MementoChat:
         self._default_temperature = default_temperature
         self._max_tenants = max_tenants
         self._max_sessions = max_client_sessions
-        self._clients: OrderedDict[str | None, tuple[MementoChatCompletionClient, set[str]]] = OrderedDict()
+        self._clients: OrderedDict[tuple[str | None, str], tuple[MementoChatCompletionClient, set[str]]] = OrderedDict()
         self._lock = threading.Lock()
         self.index = ConversationIndex()
 
-    def _client(self, salt: str | None, sid: str) -> MementoChatCompletionClient:
+    def _client(self, salt: str | None, sid: str, memento: dict[str, Any] | None) -> MementoChatCompletionClient:
+        key = (salt, json.dumps(memento, sort_keys=True))
         with self._lock:
-            entry = self._clients.get(salt)
+            entry = self._clients.get(key)
             if entry is None or (sid not in entry[1] and len(entry[1]) >= self._max_sessions):
-                backend = EngineBackend(self._engine, self._loop, self._tok, self._config, self.model_name, salt)
+                backend = EngineBackend(
+                    self._engine, self._loop, self._tok, self._config, self.model_name, salt, memento
+                )
                 entry = (MementoChatCompletionClient(backend), set())
-                self._clients[salt] = entry
-            self._clients.move_to_end(salt)
+                self._clients[key] = entry
+            self._clients.move_to_end(key)
             while len(self._clients) > self._max_tenants:
                 self._clients.popitem(last=False)
             entry[1].add(sid)
@@ -130,7 +113,7 @@ class MementoChat:
         after_observation = False
         for k, msg in enumerate(out):
             if not isinstance(msg, AssistantMessage):
-                after_observation = after_observation or type(msg).__name__ == "FunctionExecutionResultMessage"
+                after_observation = after_observation or isinstance(msg, FunctionExecutionResultMessage)
                 continue
             if after_observation and split_closure(msg.thought)[0] is None:
                 before = render(out[:k], tools)
@@ -154,8 +137,8 @@ class MementoChat:
             args["max_new_tokens"] = int(max_tokens)
         return args
 
-    async def complete(self, body: Mapping[str, Any], session_key: str | None = None) -> dict[str, Any]:
-        """Serve one chat request (an OpenAI request body) and return the ``chat.completion`` object."""
+    def _prepare(self, body: Mapping[str, Any], session_key: str | None) -> _Call:
+        """Parse, restore closures, render and pick the session (CPU work: run off the event loop)."""
         salt = body.get("cache_salt")
         messages = to_llm_messages(body.get("messages") or [])
         if not messages:
@@ -167,105 +150,64 @@ class MementoChat:
         xargs = body.get("vllm_xargs") or {}
         key = session_key or xargs.get("memento_session")
         sid = str(key) if key else (self.index.session_for(rendering.turns, salt) or f"chat-{uuid.uuid4().hex}")
-        client = self._client(salt, sid)
+        overrides = xargs.get("memento")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ValueError("vllm_xargs.memento must be false or an object of memento rule fields")
         fmt = body.get("response_format") or {}
-        json_output = True if isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema") else None
-        result = await client.create(
-            messages,
+        pending = rendering.pending_closure
+        return _Call(
+            salt=salt,
+            messages=messages,
             tools=tools,
             tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args={"session_id": sid, **self._sampling(body)},
+            json_output=True
+            if isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema")
+            else None,
+            session_id=sid,
+            overrides=overrides,
+            before_closure=rendering.turns[:pending] if pending is not None else None,
+            sampling=self._sampling(body),
         )
+
+    def _record(self, call: _Call, client: MementoChatCompletionClient, result: CreateResult) -> dict[str, Any]:
+        """Index the conversation (and its new closure) and build the answer (CPU work: off the event loop)."""
         closure, _ = split_closure(result.thought)
-        if closure is not None and rendering.pending_closure is not None:
-            self.index.remember_closure(rendering.turns[: rendering.pending_closure], salt, closure)
+        if closure is not None and call.before_closure is not None:
+            self.index.remember_closure(call.before_closure, call.salt, closure)
         done = AssistantMessage(content=result.content, thought=result.thought, source="assistant")
-        self.index.remember_session(render([*messages, done], tools).turns, salt, sid)
-        stats = client.backend.stats(sid)
+        self.index.remember_session(render([*call.messages, done], call.tools).turns, call.salt, call.session_id)
+        stats = client.backend.stats(call.session_id)
         info = {
-            "session": sid,
+            "session": call.session_id,
             "evictions": stats.evictions if stats else 0,
             "rebuilds": stats.rebuilds if stats else 0,
         }
         return completion_body(result, self.model_name, extra={"memento": info})
 
-
-async def stream_events(answer: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
-    """A finished ``chat.completion`` as ``chat.completion.chunk`` server-sent events.
-
-    Text and tool calls go in separate chunks: AutoGen's OpenAI client reads a chunk's tool calls only when it
-    carries no content.
-    """
-    choice = answer["choices"][0]
-    msg = choice["message"]
-    first: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
-    if msg.get("reasoning_content"):
-        first["reasoning_content"] = msg["reasoning_content"]
-    deltas = [first]
-    if msg.get("tool_calls"):
-        deltas.append({"tool_calls": [{"index": i, **c} for i, c in enumerate(msg["tool_calls"])]})
-    base = {
-        "id": answer["id"],
-        "object": "chat.completion.chunk",
-        "created": answer["created"],
-        "model": answer["model"],
-    }
-    chunks = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
-    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
-    if include_usage:
-        chunks.append({**base, "choices": [], "usage": answer["usage"]})
-    for chunk in chunks:
-        yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-    yield "data: [DONE]\n\n"
+    async def complete(self, body: Mapping[str, Any], session_key: str | None = None) -> dict[str, Any]:
+        """Serve one chat request (an OpenAI request body) and return the ``chat.completion`` object."""
+        call = await asyncio.to_thread(self._prepare, body, session_key)
+        client = self._client(call.salt, call.session_id, call.overrides)
+        result = await client.create(
+            call.messages,
+            tools=call.tools,
+            tool_choice=call.tool_choice,
+            json_output=call.json_output,
+            extra_create_args={"session_id": call.session_id, **call.sampling},
+        )
+        return await asyncio.to_thread(self._record, call, client, result)
 
 
-chat_router = APIRouter()
-_vllm_chat: list[Any] = []  # vLLM's own chat endpoint, found when the plugin replaces its route
+@dataclass
+class _Call:
+    """One chat request, parsed and rendered."""
 
-
-def keep_vllm_chat_route(app: FastAPI) -> None:
-    """Remember vLLM's ``POST /v1/chat/completions`` endpoint, which serves the requests this route does not."""
-    for route in app.routes:
-        if getattr(route, "path", None) == "/v1/chat/completions" and "POST" in (getattr(route, "methods", None) or ()):
-            _vllm_chat[:] = [route.endpoint]
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    kind = "BadRequestError" if status == 400 else "ServiceUnavailableError"
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
-
-
-async def _delegate(raw_request: Request, body: dict[str, Any]) -> Any:
-    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-
-    if not _vllm_chat:
-        return _error(503, "vLLM's chat handler is not available")
-    try:
-        request = ChatCompletionRequest.model_validate(body)
-    except ValidationError as e:
-        first = e.errors()[0]
-        return _error(400, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
-    return await _vllm_chat[0](request, raw_request)
-
-
-@chat_router.post("/v1/chat/completions")
-async def chat_completions(raw_request: Request) -> Any:
-    """The memento chat route (see the module docstring); other requests go to vLLM's handler."""
-    try:
-        body = await raw_request.json()
-    except ValueError:
-        return _error(400, "the request body is not JSON")
-    if not isinstance(body, dict):
-        return _error(400, "the request body must be a JSON object")
-    chat: MementoChat | None = getattr(raw_request.app.state, "memento_chat", None)
-    if chat is None or unsupported_reason(body) is not None:
-        return await _delegate(raw_request, body)
-    try:
-        answer = await chat.complete(body, raw_request.headers.get(SESSION_HEADER))
-    except ValueError as e:
-        return _error(400, str(e))
-    if body.get("stream"):
-        usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(stream_events(answer, usage), media_type="text/event-stream")
-    return JSONResponse(answer)
+    salt: str | None
+    messages: list[LLMMessage]
+    tools: list[ToolSchema]
+    tool_choice: Any
+    json_output: bool | None
+    session_id: str
+    overrides: dict[str, Any] | None
+    before_closure: list[Turn] | None  # the turns before the closure this turn writes (None: it writes none)
+    sampling: dict[str, Any]

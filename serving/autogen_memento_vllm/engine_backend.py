@@ -39,6 +39,8 @@ class EngineBackend(MementoBackend):
         server_config: the scheduler's ``config`` answer (memento rule, token ids, ``max_model_len``).
         model_name: the served model name.
         cache_salt: the tenant's salt (``None``: the default namespace).
+        memento: per-request overrides of the memento rule (``vllm_xargs.memento``), e.g.
+            ``{"keep_last_n_blocks": -1}`` for full attention on the same rendering.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class EngineBackend(MementoBackend):
         server_config: dict[str, Any],
         model_name: str,
         cache_salt: str | None = None,
+        memento: dict[str, Any] | None = None,
     ) -> None:
         self._engine = engine
         self._loop = loop
@@ -60,6 +63,7 @@ class EngineBackend(MementoBackend):
         self._max_len = int(server_config["max_model_len"])
         self._name = model_name
         self._salt = cache_salt
+        self._overrides = memento
         self._stats: dict[str, SessionStats] = {}
         self._lock = threading.Lock()
 
@@ -102,6 +106,7 @@ class EngineBackend(MementoBackend):
             seed=params.seed,
             stop_token_ids=[int(t) for t in params.stop_token_ids],
             cache_salt=self._salt,
+            memento=self._overrides,
         )
         try:
             out = self._run(run_turn(self._engine, session_id, body), cancel)

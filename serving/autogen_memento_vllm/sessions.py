@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from argparse import Namespace
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -85,7 +86,7 @@ class MementoEndpointPlugin:
     required_tasks = ("generate",)
 
     def attach_router(self, app: FastAPI) -> None:
-        from .chat import chat_router, keep_vllm_chat_route
+        from .chat_route import chat_router, keep_vllm_chat_route
 
         keep_vllm_chat_route(app)
         app.include_router(router)
@@ -118,6 +119,10 @@ async def _chat_state(engine: Any, args: Namespace) -> Any:
             trust_remote_code=bool(getattr(args, "trust_remote_code", False)),
         )
         names = getattr(args, "served_model_name", None) or [args.model]
+        # Each chat request waits in an executor thread while its turn runs on this loop; the default executor
+        # (cores + 4 threads) would cap concurrent chat requests far below the engine's batch.
+        seqs = int(getattr(args, "max_num_seqs", None) or 256)
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=max(32, 2 * seqs)))
         defaults = engine.model_config.get_diff_sampling_param() or {}
         return MementoChat(
             engine,

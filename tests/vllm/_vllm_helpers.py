@@ -211,7 +211,8 @@ def served(model_dir: Path | str, args: list[str], log: Path, *, memento: Sequen
         yield url
     finally:
         # The server spawns an engine-core and a worker process: stop the whole process group it leads.
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
