@@ -127,8 +127,7 @@ async def _agent(mode: str, url: str, backend: Any, episodes: list[Any], latency
         usage = client.total_usage()  # prefill (new tokens only) and completion tokens, both kinds of client
         out["prefill"] += usage.prompt_tokens
         out["completion"] += usage.completion_tokens
-        if mode != "session":  # the memento client's close would release the shared backend's sessions
-            await client.close()
+        await client.close()  # the memento client releases only its own sessions of the shared backend
 
 
 def _slow_tool(env: Any, latency: float) -> Any:

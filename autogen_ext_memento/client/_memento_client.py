@@ -362,8 +362,13 @@ class MementoChatCompletionClient(LocalChatCompletionClient, Component[MementoCh
 
     # --- accounting ------------------------------------------------------------------------------------------
     async def close(self) -> None:
-        """Release the backend's sessions."""
-        self._backend.close()
+        """Release the backend sessions this client drove; other clients sharing the backend keep theirs."""
+        with self._lock:
+            mine = list(self._sessions)
+            self._sessions.clear()
+            self._adoptable.clear()
+        for sid in mine:
+            await asyncio.to_thread(self._backend.close_session, sid)
 
     def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         """Logical prompt tokens of ``messages`` with the real tokenizer (including the generation prompt)."""

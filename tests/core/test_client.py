@@ -254,3 +254,16 @@ def test_create_blocking_matches_create(backend: TransformersBackend) -> None:
     assert res.content == "same" and client.last_session_id == "b"
     with pytest.raises(ValueError, match="unsupported extra_create_args"):
         client.create_blocking([UserMessage(content="q", source="user")], extra_create_args={"bogus": 1})
+
+
+@pytest.mark.asyncio
+async def test_closing_a_client_leaves_the_other_clients_of_its_backend_alone(backend: TransformersBackend) -> None:
+    alice = MementoChatCompletionClient(backend, session_id="alice", max_new_tokens=4)
+    bob = MementoChatCompletionClient(backend, session_id="bob", max_new_tokens=4)
+    await alice.create([UserMessage(content="hi", source="user")])
+    await bob.create([UserMessage(content="hey", source="user")])
+    assert {"alice", "bob"} <= set(backend.session_ids())
+    await alice.close()
+    assert "alice" not in backend.session_ids() and "bob" in backend.session_ids()
+    await bob.close()
+    assert "bob" not in backend.session_ids()
