@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -27,28 +27,8 @@ from ._base import (
     portable_model_name,
     resolve_model_path,
 )
+from ._vllm_turn import RETRY_ERRORS, RETRY_STATUSES, SESSION_HEADER, Cancelled, Retryable, SessionTurn
 
-#: The header a session-affinity router hashes on (vllm-router's ``consistent_hash`` policy reads it).
-SESSION_HEADER = "X-Session-ID"
-#: Statuses a router or a restarting replica answers while a replica is down: the request is retried.
-RETRY_STATUSES = frozenset({502, 503, 504})
-
-
-class _Retryable(Exception):
-    """A failure after which the same request may be sent again (to this server or the next)."""
-
-
-# Failures that mean "this replica is unreachable, down or died mid-turn": retried (a turn resumes where it was).
-_RETRY_ERRORS: tuple[type[Exception], ...] = (
-    _Retryable,
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
-)
-_STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/jsonl")
 _T = TypeVar("_T")
 
 
@@ -233,12 +213,12 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
                 if retry:
                     delay = min(cfg.retry_backoff_max_s, cfg.retry_backoff_s * 2 ** (retry - 1))
                     if cancel is not None and cancel.wait(delay):
-                        raise _Cancelled()
+                        raise Cancelled()
                     if cancel is None:
                         time.sleep(delay)
                 try:
                     out = attempt(self._bases[idx])
-                except _RETRY_ERRORS as e:
+                except RETRY_ERRORS as e:
                     last = e
                     continue
                 self._active = idx
@@ -252,7 +232,7 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         def attempt(base: str) -> Any:
             resp = self._http.request(method, base + path, json=body, headers=self._headers(session))
             if resp.status_code in RETRY_STATUSES:
-                raise _Retryable(f"HTTP {resp.status_code}")
+                raise Retryable(f"HTTP {resp.status_code}")
             if resp.status_code == 404:
                 return None
             if resp.status_code >= 400:
@@ -285,12 +265,23 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             raise ValueError("empty prompt: nothing to condition on")
         if len(prompt_ids) >= self._max_len:
             return GenerationResult([], "length", 0, False, 0)
-        turn = _Turn(self, session_id, [int(t) for t in prompt_ids], params, on_token, cancel)
+        turn = SessionTurn(
+            self._http,
+            f"/v1/memento/sessions/{self._sid(session_id)}/generate",
+            self._headers(session_id),
+            stream=self._cfg.stream,
+            max_len=self._max_len,
+            session_id=session_id,
+            prompt=[int(t) for t in prompt_ids],
+            params=params,
+            on_token=on_token,
+            cancel=cancel,
+        )
         with self._lock:
             turn.held = session_id in self._stats
         try:
             out = self._with_retries(turn.attempt, f"session {session_id!r} turn", cancel)
-        except _Cancelled:
+        except Cancelled:
             return GenerationResult(list(turn.got), "cancelled", 0, False, 0)
         tokens = list(turn.got)
         lost = turn.lost_session(out)
@@ -355,132 +346,3 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
     def _from_config(cls, config: VLLMBackendConfig) -> Self:
         rest = {k: v for k, v in config if k not in ("base_url", "tokenizer")}  # the keywords are the fields
         return cls(config.base_url, config.tokenizer, **rest)
-
-
-class _Cancelled(Exception):
-    """The caller's cancel event was set during a turn."""
-
-
-class _Turn:
-    """One session turn across attempts: tokens already received survive a retry, which resumes after them."""
-
-    def __init__(
-        self,
-        backend: VLLMBackend,
-        session_id: str,
-        prompt: list[int],
-        params: SamplingParams,
-        on_token: TokenCallback | None,
-        cancel: threading.Event | None,
-    ) -> None:
-        self.b = backend
-        self.sid = session_id
-        self.prompt = prompt
-        self.params = params
-        self.on_token = on_token
-        self.cancel = cancel
-        self.got: list[int] = []
-        self.held = False  # a server holds this session's KV (an earlier turn, or tokens of this one)
-        self.prior = False  # ``held`` when the last attempt was sent
-        self.rebuild = False  # the server said 404 (unknown session): re-send with "rebuild": true
-        self.sent_len = len(prompt)
-
-    def body(self) -> dict[str, Any]:
-        """The request body of the next attempt: the whole logical sequence, tokens received so far included."""
-        seq = self.prompt + self.got
-        self.sent_len = len(seq)
-        p = self.params
-        body: dict[str, Any] = {
-            "prompt_token_ids": seq,
-            "max_tokens": min(p.max_new_tokens - len(self.got), self.b.max_model_len - len(seq)),
-            "temperature": p.temperature,
-            "top_p": p.top_p,
-            "top_k": p.top_k,
-            "seed": p.seed,
-            "stop_token_ids": [int(t) for t in p.stop_token_ids],
-        }
-        if self.on_token is not None and self.b._cfg.stream:
-            body["stream"] = True
-        if self.rebuild:
-            body["rebuild"] = True
-        return body
-
-    def finished_locally(self) -> dict[str, Any] | None:
-        """The turn's end when the tokens already received complete it (a stream cut after its last token)."""
-        stops = {int(t) for t in self.params.stop_token_ids}
-        if self.got and self.got[-1] in stops:
-            return {"finish_reason": "stop", "prompt_tokens": 0}
-        seq_len = len(self.prompt) + len(self.got)
-        if self.got and (len(self.got) >= self.params.max_new_tokens or seq_len >= self.b.max_model_len):
-            return {"finish_reason": "length", "prompt_tokens": 0}
-        return None
-
-    def attempt(self, base: str) -> dict[str, Any]:
-        """Send the turn to one server; the final answer (tokens accumulate in :attr:`got`)."""
-        done = self.finished_locally()
-        if done is not None:
-            return done
-        self.prior = self.held
-        path = f"/v1/memento/sessions/{self.b._sid(self.sid)}/generate"
-        headers = {**self.b._headers(self.sid), "Accept": ", ".join(["application/json", *_STREAM_TYPES])}
-        with self.b._http.stream("POST", base + path, json=self.body(), headers=headers) as resp:
-            if resp.status_code in RETRY_STATUSES:
-                raise _Retryable(f"HTTP {resp.status_code}")
-            if resp.status_code == 404 and not self.rebuild:
-                self.rebuild = True  # the replica does not know the session: rebuild it from the history sent
-                return self.attempt(base)
-            if resp.status_code >= 400:
-                raise RuntimeError(f"POST {path}: HTTP {resp.status_code}: {resp.read().decode(errors='replace')}")
-            kind = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-            if kind in _STREAM_TYPES:
-                return self._read_stream(resp, sse=kind == "text/event-stream")
-            out: dict[str, Any] = json.loads(resp.read().decode() or "null")
-        self._take(out.get("token_ids") or [])
-        return out
-
-    def _take(self, ids: Sequence[int]) -> None:
-        for t in ids:
-            self.got.append(int(t))
-            if self.on_token is not None:
-                self.on_token(int(t))
-        if ids:
-            self.held = True  # the server now holds this turn's tokens: a resume elsewhere is a rebuild
-
-    def _read_stream(self, resp: httpx.Response, *, sse: bool) -> dict[str, Any]:
-        """Read a streamed turn; raises :class:`_Retryable` when it ends before its final event."""
-        for event in _events(resp.iter_lines(), sse=sse):
-            if "error" in event:
-                raise RuntimeError(f"session {self.sid!r}: server error during the turn: {event['error']}")
-            self._take(event.get("token_ids") or [])
-            if event.get("finish_reason") is not None:
-                return event
-            if self.cancel is not None and self.cancel.is_set():
-                raise _Cancelled()  # leaving the ``with`` closes the stream: the server aborts the request
-        raise _Retryable("the stream ended before the turn finished")
-
-    def lost_session(self, out: dict[str, Any]) -> bool:
-        """Whether the answering server rebuilt a session another server (or its former self) held."""
-        if not self.prior:
-            return False  # a new session (a strict server's 404 on a first turn included)
-        if self.rebuild:
-            return True
-        if "prompt_tokens" not in out or out.get("rebuilt"):
-            return False
-        return int(out["prompt_tokens"]) >= self.sent_len  # nothing adopted
-
-
-def _events(lines: Iterator[str], *, sse: bool) -> Iterator[dict[str, Any]]:
-    """JSON events of an SSE (``data: {...}`` lines, ``data: [DONE]``) or NDJSON (one object a line) body."""
-    for raw in lines:
-        line = raw.strip()
-        if sse:
-            if not line.startswith("data:"):
-                continue  # comments, event names, ids, blank separators
-            line = line[5:].strip()
-        if not line:
-            continue
-        if line == "[DONE]":
-            return
-        event = json.loads(line)
-        if isinstance(event, dict):
-            yield event
