@@ -25,6 +25,9 @@ echo "== installing the project into $VENV"
 # --no-deps: keep vLLM's own pins (transformers<5.20, protobuf 6.x; autogen-core pins protobuf 5.x).
 "$PY" -m pip install -q --no-deps -e .
 "$PY" -m pip install -q "autogen-core>=0.7.5,<0.8" "autogen-agentchat>=0.7.5,<0.8" "pytest>=8" "pytest-asyncio>=0.24"
+# AutoGen's own OpenAI client (tests/vllm/test_openai_chat.py drives the memento chat route with it); its openai and
+# tiktoken dependencies come with vLLM, so --no-deps keeps vLLM's pins.
+"$PY" -m pip install -q --no-deps "autogen-ext==0.7.5"
 # The [router] extra (serve --replicas; tests/vllm/test_replicas.py): a prebuilt abi3 wheel, a few seconds.
 "$PY" -m pip install -q "vllm-router==0.1.17"
 # autogen-core pins protobuf 5.x; vLLM's googleapis protos need the 6.x runtime (autogen-core works with it).
