@@ -103,19 +103,20 @@ def reference(vllm_model_dir: Path) -> Any:
     from autogen_ext_memento.grammar import MementoConfig
 
     class Scripted(TransformersBackend):
+        """Forces ``script[output index]`` through the backend's logits hook, as ``memento_force`` does in vLLM."""
+
         script: dict[int, int] = {}
-        _n = 0
 
-        def generate(self, *args: Any, **kwargs: Any) -> Any:
-            self._n = 0
-            return super().generate(*args, **kwargs)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, logits_processor=self._force, **kwargs)
 
-        def _sample(self, logits: Any, params: Any, gen: Any) -> int:
-            i = self._n
-            self._n += 1
-            if i in self.script:
-                return self.script[i]
-            return super()._sample(logits, params, gen)
+        def _force(self, session_id: str, out: list[int], logits: Any) -> Any:
+            tok = self.script.get(len(out))
+            if tok is None:
+                return logits
+            forced = logits.new_full(logits.shape, float("-inf"))
+            forced[tok] = 0.0
+            return forced
 
     def make(max_model_len: int | None = None, **cfg: Any) -> Any:
         return Scripted(str(vllm_model_dir), memento=MementoConfig(**cfg), max_model_len=max_model_len)
