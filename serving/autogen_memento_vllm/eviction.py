@@ -130,8 +130,7 @@ class Compactor:
             request.num_prompt_tokens -= cut
         request.num_computed_tokens = new_computed
         state.offset += d
-        state.evicted.append((s, e))
-        state.evicted.sort()
+        state.record_eviction((s, e))
         state.stats.evictions += 1
         state.stats.evicted_tokens += d
         state.digest = hashlib.sha256(state.digest + repr((s, e, tuple(state.logical[s:e]))).encode()).digest()

@@ -180,7 +180,7 @@ class SessionRegistry:
         state.logical = list(sess.logical)
         state.pending = list(sess.pending)
         state.offset = sess.offset
-        state.evicted = list(sess.evicted)
+        state.restore_evictions(sess.evicted)
         state.digest = sess.digest
         state.stats.adopted_tokens = len(sess.compacted)
         state.stats.adopted_logical_tokens = n

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autogen_ext_memento.grammar import BlockTracker, EventKind, MementoConfig, Span, TrackerState
+from autogen_ext_memento.grammar import BlockTracker, EventKind, MementoConfig, SlotMap, Span, TrackerState
 
 
 @dataclass
@@ -49,7 +49,8 @@ class MementoState:
     prompt_logical: list[int]
     session: str | None = None
     offset: int = 0
-    evicted: list[Span] = field(default_factory=list)
+    # The evicted logical spans and where each kept logical position sits in the compacted KV (the grammar's map).
+    slots: SlotMap = field(default_factory=SlotMap)
     pending: list[PendingEviction] = field(default_factory=list)
     digest: bytes = b""
     force: dict[int, int] = field(default_factory=dict)
@@ -65,13 +66,24 @@ class MementoState:
     out_evicted: int = 0
     ratio_ema: float | None = None
 
+    @property
+    def evicted(self) -> list[Span]:
+        """The evicted logical spans, in position order."""
+        return self.slots.evicted_spans
+
     def compacted(self, logical_pos: int) -> int:
         """Compacted index of a logical position that is not inside an evicted span."""
-        before = 0
-        for s, e in self.evicted:
-            if e <= logical_pos:
-                before += e - s
-        return logical_pos - before
+        return self.slots.slot(logical_pos)
+
+    def record_eviction(self, span: Span) -> None:
+        """Record a logical span whose KV was just cut out of the compacted cache."""
+        self.slots.evict(span)
+
+    def restore_evictions(self, spans: list[Span]) -> None:
+        """Take over the evicted spans of a session whose compacted KV this request adopts."""
+        self.slots = SlotMap()
+        for span in spans:
+            self.slots.evict(span)
 
     def feed(self, tokens: list[int]) -> None:
         """Feed logical tokens to the tracker and queue the evictions they cause."""
