@@ -277,6 +277,19 @@ class MementoBackend(ABC, ComponentBase[BaseModel]):
     ) -> GenerationResult:
         """Bring the session to ``prompt_ids`` and sample one completion (blocking)."""
 
+    def _not_started(self, prompt_ids: Sequence[int], cancel: threading.Event | None) -> GenerationResult | None:
+        """The result of a remote call that cannot start (cancelled, or the prompt already at ``max_model_len``).
+
+        An empty prompt raises: there is nothing to condition on.
+        """
+        if cancel is not None and cancel.is_set():
+            return GenerationResult([], "cancelled", 0, False, 0)
+        if not prompt_ids:
+            raise ValueError("empty prompt: nothing to condition on")
+        if len(prompt_ids) >= self._max_len:
+            return GenerationResult([], "length", 0, False, 0)
+        return None
+
     @abstractmethod
     def stats(self, session_id: str) -> SessionStats | None:
         """The session's live-KV accounting, or ``None`` for an unknown session."""

@@ -259,12 +259,9 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         on_token: TokenCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        if cancel is not None and cancel.is_set():
-            return GenerationResult([], "cancelled", 0, False, 0)
-        if not prompt_ids:
-            raise ValueError("empty prompt: nothing to condition on")
-        if len(prompt_ids) >= self._max_len:
-            return GenerationResult([], "length", 0, False, 0)
+        early = self._not_started(prompt_ids, cancel)
+        if early is not None:
+            return early
         turn = SessionTurn(
             self._http,
             f"/v1/memento/sessions/{self._sid(session_id)}/generate",

@@ -2,7 +2,7 @@
 
 A cache computed at logical positions ``0, 1, …`` and then cut by evictions holds every kept position in a
 *slot*: the position minus the evicted positions before it. :class:`SlotMap` is that map, shared by the backends
-(and available to the vLLM plugin) so "which slots does this span free" has one answer.
+and the vLLM plugin's scheduler, so "which slots does this span free" has one answer.
 """
 
 from __future__ import annotations

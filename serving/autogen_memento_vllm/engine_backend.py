@@ -91,12 +91,9 @@ class EngineBackend(MementoBackend):
         on_token: TokenCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        if cancel is not None and cancel.is_set():
-            return GenerationResult([], "cancelled", 0, False, 0)
-        if not prompt_ids:
-            raise ValueError("empty prompt: nothing to condition on")
-        if len(prompt_ids) >= self._max_len:
-            return GenerationResult([], "length", 0, False, 0)
+        early = self._not_started(prompt_ids, cancel)
+        if early is not None:
+            return early
         body = GenerateBody(
             prompt_token_ids=[int(t) for t in prompt_ids],
             max_tokens=min(params.max_new_tokens, self._max_len - len(prompt_ids)),
