@@ -59,7 +59,7 @@ def _script(ids: Any, gen: int, block: int, memento: int) -> dict[str, int]:
     return force
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--requests", type=int, default=32)
@@ -83,11 +83,14 @@ def main() -> int:
     )
     ap.add_argument("--repeat", type=int, default=1, help="memento/vanilla pairs to run; the median ratio is reported")
     ap.add_argument("--plot", default=None, help="write pool occupancy per step to this PNG (and a .csv beside it)")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def _engine(args: argparse.Namespace) -> tuple[Any, Any, dict[str, int]]:
+    """The in-process engine with the plugin at the requested pool size, its scheduler and the decode script."""
     from autogen_memento_vllm import engine_args
     from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     from autogen_ext_memento.grammar import MementoTokenIds
 
@@ -117,7 +120,13 @@ def main() -> int:
         **engine_args(keep_last_n_blocks=0, **admission),
     )
     sched = llm.llm_engine.engine_core.engine_core.scheduler
-    force = _script(ids, args.gen_tokens, args.block_tokens, args.memento_tokens)
+    return llm, sched, _script(ids, args.gen_tokens, args.block_tokens, args.memento_tokens)
+
+
+def _runner(args: argparse.Namespace, llm: Any, sched: Any, force: dict[str, int]) -> Any:
+    """``run(mode, n)``: the first ``n`` requests (default all) in one mode, and what the engine did for them."""
+    from vllm import SamplingParams
+
     prompts = [
         {"prompt_token_ids": [20 + (7 * r + 3 * i) % 300 for i in range(args.prompt_tokens)]}
         for r in range(args.requests)
@@ -138,6 +147,7 @@ def main() -> int:
         used = [u for _, u in sched.memento_pool_trace[start_step:]]
         running = sched.memento_running_trace[start_step:]
         stats = [sched.memento_rpc("stats", o.request_id) or {} for o in outs]
+        peaks = sorted(-(-int(s.get("peak_live_tokens", 0)) // args.block_size) for s in stats)
         return {
             "mode": mode,
             "requests": len(outs),
@@ -150,21 +160,24 @@ def main() -> int:
             "mean_pool_occupancy": round(sum(used) / max(1, len(used)) / args.pool_blocks, 3),
             "mean_running": round(sum(running) / max(1, len(running)), 1),
             "max_running": max(running, default=0),
-            "request_peak_pages": sorted(-(-int(s.get("peak_live_tokens", 0)) // args.block_size) for s in stats)[
-                len(stats) // 2
-            ],
+            "request_peak_pages": peaks[len(peaks) // 2],
             "preemptions": sum(int(s.get("preemptions", 0)) for s in stats),
             "evictions": sum(int(s.get("evictions", 0)) for s in stats),
             "admissions_deferred": sched.memento_admission.deferred - deferred0,
             "_trace": used,
         }
 
-    if args.capacity:
-        return _capacity(run, sched, args.max_num_seqs)
+    return run
 
-    # Alternate the modes and repeat: on a shared machine the load drifts, a pair run back to back is comparable.
+
+def _pairs(run: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Alternate the modes ``--repeat`` times (a pair run back to back is comparable on a drifting machine).
+
+    Prints each run and the median ratios; returns the last pair (for the plot).
+    """
     ratios: list[float] = []
     pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    results: list[dict[str, Any]] = []
     for _ in range(args.repeat):
         results = [run("memento")] if args.memento_only else [run("memento"), run("vanilla")]
         for r in results:
@@ -172,43 +185,56 @@ def main() -> int:
         if not args.memento_only:
             ratios.append(results[0]["tokens_per_s"] / results[1]["tokens_per_s"])
             pairs.append((results[0], results[1]))
-    if not ratios:
-        return 0
-    ratios.sort()
-    steps = sorted(m["steps"] / v["steps"] for m, v in pairs)
-    summary = {
-        "throughput_ratio_memento_over_vanilla": round(ratios[len(ratios) // 2], 3),
-        "ratios": [round(r, 3) for r in ratios],
-        "steps_ratio_memento_over_vanilla": round(steps[len(steps) // 2], 3),
-        "preemptions_memento": sorted(m["preemptions"] for m, _ in pairs),
-        "preemptions_vanilla": sorted(v["preemptions"] for _, v in pairs),
-    }
-    sys.stdout.write(json.dumps(summary) + "\n")
-    if args.plot:
-        csv = Path(args.plot).with_suffix(".csv")
-        rows = max(len(r["_trace"]) for r in results)
-        lines = ["step," + ",".join(r["mode"] for r in results)]
-        for i in range(rows):
-            lines.append(f"{i}," + ",".join(str(r["_trace"][i]) if i < len(r["_trace"]) else "" for r in results))
-        csv.write_text("\n".join(lines) + "\n")
-        try:
-            import matplotlib
-        except ImportError:
-            sys.stderr.write(f"matplotlib not installed: pool occupancy written to {csv} only\n")
-            return 0
+    if ratios:
+        ratios.sort()
+        steps = sorted(m["steps"] / v["steps"] for m, v in pairs)
+        summary = {
+            "throughput_ratio_memento_over_vanilla": round(ratios[len(ratios) // 2], 3),
+            "ratios": [round(r, 3) for r in ratios],
+            "steps_ratio_memento_over_vanilla": round(steps[len(steps) // 2], 3),
+            "preemptions_memento": sorted(m["preemptions"] for m, _ in pairs),
+            "preemptions_vanilla": sorted(v["preemptions"] for _, v in pairs),
+        }
+        sys.stdout.write(json.dumps(summary) + "\n")
+    return results
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(8, 4))
-        for r in results:
-            ax.plot(r["_trace"], label=f"{r['mode']} ({r['tokens_per_s']} tok/s)")
-        ax.axhline(args.pool_blocks, color="grey", linestyle="--", label="pool")
-        ax.set_xlabel("engine step")
-        ax.set_ylabel("KV pages in use")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.plot)
+def _plot(results: list[dict[str, Any]], pool_blocks: int, path: str) -> None:
+    """Pool occupancy per engine step: a CSV always, the PNG when matplotlib is installed."""
+    csv = Path(path).with_suffix(".csv")
+    rows = max(len(r["_trace"]) for r in results)
+    lines = ["step," + ",".join(r["mode"] for r in results)]
+    for i in range(rows):
+        lines.append(f"{i}," + ",".join(str(r["_trace"][i]) if i < len(r["_trace"]) else "" for r in results))
+    csv.write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+    except ImportError:
+        sys.stderr.write(f"matplotlib not installed: pool occupancy written to {csv} only\n")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for r in results:
+        ax.plot(r["_trace"], label=f"{r['mode']} ({r['tokens_per_s']} tok/s)")
+    ax.axhline(pool_blocks, color="grey", linestyle="--", label="pool")
+    ax.set_xlabel("engine step")
+    ax.set_ylabel("KV pages in use")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> int:
+    args = _parse_args()
+    llm, sched, force = _engine(args)
+    run = _runner(args, llm, sched, force)
+    if args.capacity:
+        return _capacity(run, sched, args.max_num_seqs)
+    results = _pairs(run, args)
+    if args.plot and results:
+        _plot(results, args.pool_blocks, args.plot)
     return 0
 
 
