@@ -10,6 +10,8 @@ Routes (JSON):
   ``max_model_len`` (a prompt that already reaches it is refused with 400). Returns ``token_ids``,
   ``finish_reason`` (``length`` at ``max_tokens`` or at ``max_model_len``), ``max_tokens`` (after clamping),
   ``prompt_tokens`` (new tokens prefilled), ``rebuilt``, ``evictions`` and the session's KV accounting.
+  With ``"stream": true`` the answer is NDJSON: ``{"token_ids": [...]}`` events as the engine makes tokens, then the
+  final event (empty ``token_ids``, the fields above); ``VLLMBackend`` reads it for ``create_stream``.
 * ``GET /v1/memento/sessions[?cache_salt=...]``: the caller's sessions (pages, KV tokens, logical tokens, idle
   seconds), the pool and the session limits (TTL, page budget, count).
 * ``GET /v1/memento/sessions/{sid}``, ``DELETE /v1/memento/sessions/{sid}`` (explicit close), same ``cache_salt``.
@@ -24,14 +26,17 @@ least-recently-used first beyond the page budget or the session count.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from argparse import Namespace
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import StreamingResponse
 
-from .turns import GenerateBody, Salt, rpc, run_turn
+from .turns import GenerateBody, Salt, clamp_max_tokens, rpc, run_turn, turn_events
 
 router = APIRouter()
 logger = logging.getLogger(__name__)
@@ -76,7 +81,19 @@ async def generate(sid: str, body: GenerateBody, request: Request) -> Any:
     engine = request.app.state.memento_engine
     if engine is None:
         raise HTTPException(503, "no engine")
-    return await run_turn(engine, sid, body)
+    if not body.stream:
+        return await run_turn(engine, sid, body)
+    # Refuse a prompt that fills max_model_len before the stream starts (a 400, not an error event).
+    clamp_max_tokens(len(body.prompt_token_ids), body.max_tokens, int(engine.model_config.max_model_len))
+
+    async def lines() -> AsyncIterator[str]:
+        try:
+            async for event in turn_events(engine, sid, body):
+                yield json.dumps(event) + "\n"
+        except HTTPException as e:
+            yield json.dumps({"error": e.detail}) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
 class MementoEndpointPlugin:

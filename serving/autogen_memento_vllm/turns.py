@@ -7,12 +7,13 @@ Used by the session route (:mod:`.sessions`) and, in process, by the chat route'
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
-__all__ = ["GenerateBody", "Salt", "clamp_max_tokens", "rpc", "run_turn"]
+__all__ = ["GenerateBody", "Salt", "clamp_max_tokens", "rpc", "run_turn", "turn_events"]
 
 Salt = str | None
 
@@ -29,6 +30,7 @@ class GenerateBody(BaseModel):
     stop_token_ids: list[int] = Field(default_factory=list)
     memento: dict[str, Any] | bool | None = None
     cache_salt: str | None = Field(default=None, min_length=1, max_length=128)
+    stream: bool = False  # answer as NDJSON events: new token ids as the engine makes them, then the final event
 
 
 async def rpc(engine: Any, op: str, arg: str | None = None, salt: Salt = None) -> Any:
@@ -47,8 +49,9 @@ def clamp_max_tokens(prompt_len: int, max_tokens: int, max_model_len: int) -> in
     return min(max_tokens, max_model_len - prompt_len)
 
 
-async def run_turn(engine: Any, sid: str, body: GenerateBody) -> dict[str, Any]:
-    """One session turn on ``engine`` (the session route's work; the chat route calls it in process)."""
+async def turn_events(engine: Any, sid: str, body: GenerateBody) -> AsyncIterator[dict[str, Any]]:
+    """One session turn on ``engine`` as events: ``{"token_ids": [new ids]}`` as the engine makes them, then the
+    final event (``token_ids`` empty, ``finish_reason`` and the turn's accounting)."""
     from vllm import SamplingParams
 
     max_len = int(engine.model_config.max_model_len)
@@ -69,18 +72,23 @@ async def run_turn(engine: Any, sid: str, body: GenerateBody) -> dict[str, Any]:
     )
     request_id = f"memento-{sid}-{uuid.uuid4().hex[:8]}"
     final = None
+    sent = 0
     prompt: dict[str, Any] = {"prompt_token_ids": list(body.prompt_token_ids)}
     if body.cache_salt is not None:
         prompt["cache_salt"] = body.cache_salt
     async for out in engine.generate(prompt, params, request_id):
         final = out
+        ids = out.outputs[0].token_ids
+        if len(ids) > sent:
+            yield {"token_ids": list(ids[sent:])}
+            sent = len(ids)
     if final is None:
         raise HTTPException(500, "no output")
     comp = final.outputs[0]
     stats = await rpc(engine, "stats", request_id) or {}
     reason = comp.finish_reason if comp.finish_reason in ("stop", "length") else "stop"
-    return {
-        "token_ids": list(comp.token_ids),
+    yield {
+        "token_ids": [],
         "finish_reason": reason,
         "max_tokens": max_tokens,
         "prompt_tokens": max(0, len(body.prompt_token_ids) - int(stats.get("adopted_logical_tokens", 0))),
@@ -89,3 +97,13 @@ async def run_turn(engine: Any, sid: str, body: GenerateBody) -> dict[str, Any]:
         "stats": stats,
         "session": await rpc(engine, "get", sid, body.cache_salt),
     }
+
+
+async def run_turn(engine: Any, sid: str, body: GenerateBody) -> dict[str, Any]:
+    """One session turn on ``engine``, answered whole (``token_ids`` holds every generated id)."""
+    tokens: list[int] = []
+    last: dict[str, Any] = {}
+    async for event in turn_events(engine, sid, body):
+        tokens += event["token_ids"]
+        last = event
+    return {**last, "token_ids": tokens}

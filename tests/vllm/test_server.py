@@ -128,3 +128,24 @@ def test_session_api_is_scoped_by_cache_salt_and_bounded_by_max_model_len(server
     assert code == 400 and "max_model_len" in json.dumps(err)
     assert _http(server, "DELETE", "/v1/memento/sessions/salted?cache_salt=alice")[1]["closed"] is True
     _http(server, "DELETE", "/v1/memento/sessions/long")
+
+
+def test_streamed_turns_arrive_token_by_token_and_equal_the_whole_answer(server: str, vllm_model_dir: Path) -> None:
+    import httpx
+
+    from autogen_ext_memento.backends import VLLMBackend
+
+    backend = VLLMBackend(server, str(vllm_model_dir))
+    prompt = make_scenario(backend.memento_ids, 900, 200, blocks_in_prompt=1, decode_blocks=0).prompt
+    body = {"prompt_token_ids": prompt, "max_tokens": 8, "temperature": 0.0, "stream": True}
+    with httpx.stream("POST", server + "/v1/memento/sessions/stream-raw/generate", json=body, timeout=120) as resp:
+        assert resp.headers["content-type"].startswith("application/x-ndjson")
+        events = [json.loads(line) for line in resp.iter_lines() if line]
+    assert len(events) >= 3 and events[-1]["finish_reason"] == "length"
+    streamed = [t for e in events for t in e["token_ids"]]
+    whole = backend.generate("stream-whole", prompt, SamplingParams(max_new_tokens=8))
+    assert streamed == whole.token_ids and len(streamed) == 8
+    seen: list[int] = []
+    got = backend.generate("stream-client", prompt, SamplingParams(max_new_tokens=8), on_token=seen.append)
+    assert seen == got.token_ids == whole.token_ids
+    assert backend.stats("stream-client") is not None
