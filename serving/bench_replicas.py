@@ -133,7 +133,7 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--model",
@@ -149,11 +149,62 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kv-pages", type=int, default=512, help="KV pool of each replica, in 32-token pages")
     p.add_argument("--seed", type=int, default=100, help="episodes of repeat r use seed + r")
     p.add_argument("--log-dir", default=None, help="keep the servers' logs here (default: a temporary folder)")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _measure(args: argparse.Namespace, urls: dict[str, str], model: str, replicas: list[str]) -> dict[str, Any]:
+    """Every way, ``--repeat`` times on fresh episodes; one JSON line per run."""
+    from autogen_ext_memento.tasks import FactTrackerConfig, sample_episodes
+
+    config = FactTrackerConfig(min_pages=args.pages, max_pages=args.pages)
+    results: dict[str, list[dict[str, Any]]] = {w: [] for w in WAYS}
+    for r in range(args.repeat):
+        episodes = sample_episodes(args.sessions, seed=args.seed + r, config=config)
+        for way in WAYS:
+            out = play(urls[way], model, episodes, f"{way}-{r}", args.max_new_tokens)
+            _close_everywhere(replicas, out["sessions"])
+            results[way].append(out)
+            out["same_answers_as_single"] = out["answers"] == results["single"][r]["answers"]
+            line = {k: v for k, v in out.items() if k not in ("sessions", "answers")}
+            _say(json.dumps({"way": way, "repeat": r, **line}))
+    return results
+
+
+def _table(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    _say(
+        f"\n{args.replicas} replicas, {args.sessions} concurrent agents x {args.pages + 1} model calls, "
+        f"{args.repeat} repeats: median (range)"
+    )
+    _say("| way | prefill tokens / turn | rebuilds / run | seconds / run | same answers as single |")
+    _say("|---|---|---|---|---|")
+    for way in WAYS:
+        rows = results[way]
+        same = sum(bool(x["same_answers_as_single"]) for x in rows)
+        _say(
+            f"| {way} | {_spread([x['prefill_per_turn'] for x in rows])} | "
+            f"{_spread([float(x['rebuilds']) for x in rows])} | {_spread([x['seconds'] for x in rows])} | "
+            f"{same}/{len(rows)} |"
+        )
+
+
+def _stop(children: list[subprocess.Popen[bytes] | None]) -> None:
+    for child in children:
+        if child is not None and child.poll() is None:
+            child.terminate()  # serve stops its replicas and router on SIGTERM
+    for child in children:
+        if child is not None:
+            try:
+                child.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
 
     from autogen_ext_memento import tiny_model_path
     from autogen_ext_memento.cli._replica_plan import free_port, free_port_range, router_command
-    from autogen_ext_memento.tasks import FactTrackerConfig, sample_episodes
 
     model = str(tiny_model_path()) if args.model == "tiny" else args.model
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="bench-replicas-"))
@@ -185,42 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             "consistent_hash": str(info["router"]["url"]),
             "round_robin": f"http://127.0.0.1:{rr_port}",
         }
-        config = FactTrackerConfig(min_pages=args.pages, max_pages=args.pages)
-        results: dict[str, list[dict[str, Any]]] = {w: [] for w in WAYS}
-        for r in range(args.repeat):
-            episodes = sample_episodes(args.sessions, seed=args.seed + r, config=config)
-            for way in WAYS:
-                out = play(urls[way], model, episodes, f"{way}-{r}", args.max_new_tokens)
-                _close_everywhere(replicas, out["sessions"])
-                results[way].append(out)
-                out["same_answers_as_single"] = out["answers"] == results["single"][r]["answers"]
-                line = {k: v for k, v in out.items() if k not in ("sessions", "answers")}
-                _say(json.dumps({"way": way, "repeat": r, **line}))
-        _say(
-            f"\n{args.replicas} replicas, {args.sessions} concurrent agents x {args.pages + 1} model calls, "
-            f"{args.repeat} repeats: median (range)"
-        )
-        _say("| way | prefill tokens / turn | rebuilds / run | seconds / run | same answers as single |")
-        _say("|---|---|---|---|---|")
-        for way in WAYS:
-            rows = results[way]
-            same = sum(bool(x["same_answers_as_single"]) for x in rows)
-            _say(
-                f"| {way} | {_spread([x['prefill_per_turn'] for x in rows])} | "
-                f"{_spread([float(x['rebuilds']) for x in rows])} | {_spread([x['seconds'] for x in rows])} | "
-                f"{same}/{len(rows)} |"
-            )
+        _table(args, _measure(args, urls, model, replicas))
     finally:
-        for child in (rr, proc):
-            if child is not None and child.poll() is None:
-                child.terminate()  # serve stops its replicas and router on SIGTERM
-        for child in (rr, proc):
-            if child is not None:
-                try:
-                    child.wait(timeout=90)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+        _stop([rr, proc])
     return 0
 
 
