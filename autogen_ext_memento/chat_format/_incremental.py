@@ -59,6 +59,7 @@ class IncrementalRenderer:
 
     encoder: TurnEncoder
     _messages: list[LLMMessage] = field(default_factory=list)
+    _tools: list[Tool | ToolSchema] = field(default_factory=list)
     _tools_text: str | None = None
     _history: RenderedHistory | None = None
 
@@ -66,10 +67,11 @@ class IncrementalRenderer:
         self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema], overrides: Overrides
     ) -> RenderedHistory:
         """The history of ``messages`` (without closure or generation prompt), from the cache where it extends it."""
-        tools_text = render_tools(tools)
+        previous = self._tools_text
+        tools_text = self._tools_text_of(tools)
         cached = self._history
         n = len(self._messages)
-        if cached is not None and tools_text == self._tools_text and self._extends(messages):
+        if cached is not None and tools_text == previous and self._extends(messages):
             turns = list(cached.rendering.turns)
             pending, changed = append_turns(turns, cached.rendering.pending_closure, messages[n:])
             keep = cached.starts[changed]
@@ -84,6 +86,16 @@ class IncrementalRenderer:
         history = RenderedHistory(Rendering(turns, pending), ids, starts)
         self._messages, self._tools_text, self._history = list(messages), tools_text, history
         return history
+
+    def _tools_text_of(self, tools: Sequence[Tool | ToolSchema]) -> str:
+        """The tools section, not re-rendered for the very same ``Tool`` objects (a ``Tool`` builds its schema anew on
+        every access, a millisecond per call); schema dicts, which a caller may edit in place, are always rendered."""
+        same = len(tools) == len(self._tools) and all(
+            a is b and not isinstance(a, dict) for a, b in zip(tools, self._tools, strict=True)
+        )
+        if not same or self._tools_text is None:
+            self._tools, self._tools_text = list(tools), render_tools(tools)
+        return self._tools_text
 
     def _extends(self, messages: Sequence[LLMMessage]) -> bool:
         """Whether ``messages`` starts with the cached messages and the leading system run was already complete."""

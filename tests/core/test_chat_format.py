@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from autogen_core import FunctionCall
 from autogen_core.models import (
     AssistantMessage,
@@ -88,3 +90,31 @@ def test_split_closure() -> None:
     assert split_closure(CLOSURE + "<|block_start|>x") == (CLOSURE, "<|block_start|>x")
     assert split_closure("<|block_start|>x") == (None, "<|block_start|>x")
     assert split_closure(None) == (None, None)
+
+
+def test_incremental_rendering_equals_a_full_render_as_history_and_tools_change(tiny_tokenizer: Any) -> None:
+    from autogen_core.tools import FunctionTool
+
+    from autogen_ext_memento.chat_format import IncrementalRenderer, TurnEncoder
+
+    def lookup(key: str) -> str:
+        return key
+
+    def fetch(url: str) -> str:
+        return url
+
+    a, b = FunctionTool(lookup, description="look"), FunctionTool(fetch, description="fetch")
+    schema = {"name": "lookup", "parameters": {"type": "object", "properties": {}}}
+    encoder = TurnEncoder(tiny_tokenizer)
+    renderer = IncrementalRenderer(encoder)
+    msgs = history()
+    # Same Tool objects (cached tools section), other objects, a schema dict edited in place, and none.
+    steps: list[list[Any]] = [[a], [a], [a, b], [b], [schema], [schema], []]
+    for k, tools in enumerate(steps):
+        if k == 5:
+            schema["description"] = "edited in place"
+        upto = msgs[: 2 + k % (len(msgs) - 1)]
+        got = renderer.render(upto, tools, {})
+        full = render(upto, tools)
+        assert got.rendering.turns == full.turns and got.rendering.pending_closure == full.pending_closure
+        assert got.ids == encoder.encode(full)
