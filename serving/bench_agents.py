@@ -36,8 +36,6 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "vllm"))
-
 MODES = ("session", "openai", "openai-full")
 # Bytes of one 32-token KV page of the shipped tiny model: tokens × layers × (K, V) × kv heads × head dim × fp32.
 PAGE_BYTES = 32 * 4 * 2 * 2 * 32 * 4
@@ -259,9 +257,8 @@ def _server(a: argparse.Namespace) -> Any:
 
     if a.url:
         return contextlib.nullcontext(a.url.rstrip("/"))
-    from _vllm_helpers import served
-
     from autogen_ext_memento import tiny_model_path
+    from autogen_ext_memento.testing import served
 
     args = [
         "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024", "--block-size", "32",

@@ -8,11 +8,10 @@ expensive part on two cores.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,63 +167,3 @@ def stats_for(llm: Any, request_id: str) -> Any:
     hits = [v for k, v in finished.items() if k == request_id or k.startswith(request_id + "-")]
     assert hits, f"no memento stats for {request_id}"
     return hits[-1]
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def served(model_dir: Path | str, args: list[str], log: Path, *, memento: Sequence[str] = ()) -> Iterator[str]:
-    """``autogen-memento serve --device cpu [memento] MODEL`` on a free loopback port, stopped on exit; yields its URL.
-
-    ``memento`` are the memento options (before the model), ``args`` vLLM's (after it).
-    """
-    import json
-    import signal
-    import subprocess
-    import time
-    import urllib.request
-
-    port = free_port()
-    cmd = [sys.executable, "-m", "autogen_ext_memento.cli._serve", "--device", "cpu", *memento, str(model_dir)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), *args]
-    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1", HF_HUB_OFFLINE="1")
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600  # engine start-up on a loaded 2-core machine
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/v1/memento/config", timeout=5) as r:
-                    json.loads(r.read())
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server did not start:\n" + log.read_text()[-4000:]) from None
-                time.sleep(2)
-        yield url
-    finally:
-        # The server spawns an engine-core and a worker process: stop the whole process group it leads.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)

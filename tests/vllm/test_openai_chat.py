@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _vllm_helpers import served
+
+from autogen_ext_memento.testing import served
 
 pytestmark = pytest.mark.vllm
 

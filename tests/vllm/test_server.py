@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _vllm_helpers import BLOCK, KV_BYTES_PER_BLOCK, MAX_LEN, make_scenario, served
+from _vllm_helpers import BLOCK, KV_BYTES_PER_BLOCK, MAX_LEN, make_scenario
 
 from autogen_ext_memento.backends import SamplingParams
+from autogen_ext_memento.testing import served
 
 pytestmark = pytest.mark.vllm
 
