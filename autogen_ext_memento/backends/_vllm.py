@@ -53,6 +53,12 @@ class VLLMBackendConfig(BaseModel):
     stream: bool = Field(default=True, description="Ask for streamed turns when a caller wants tokens as they come.")
     max_connections: int = Field(default=64, ge=1, description="Size of the keep-alive connection pool.")
     trust_remote_code: bool = False
+    cache_salt: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The tenant's secret: its sessions are invisible to, and not adoptable by, other salts.",
+    )
 
 
 def record_server_turn(st: SessionStats, out: Mapping[str, Any], prompt_len: int, generated: int, lost: bool) -> None:
@@ -108,6 +114,8 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         fallback_urls: servers tried in order once the current one stays unreachable.
         stream: request streamed turns when tokens are wanted as they come.
         max_connections: size of the connection pool.
+        cache_salt: the tenant's secret (vLLM's ``cache_salt``): sent with every turn and read/close call, so
+            this backend sees and adopts only its own sessions.
 
     Example:
 
@@ -137,6 +145,7 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         stream: bool = True,
         max_connections: int = 64,
         trust_remote_code: bool = False,
+        cache_salt: str | None = None,
     ) -> None:
         cfg = build_config(
             VLLMBackendConfig,
@@ -153,6 +162,7 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             stream=stream,
             max_connections=max_connections,
             trust_remote_code=trust_remote_code,
+            cache_salt=cache_salt,
         )
         for url in [cfg.base_url, *cfg.fallback_urls]:
             if not url.startswith(("http://", "https://")):
@@ -268,6 +278,7 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
             self._headers(session_id),
             stream=self._cfg.stream,
             max_len=self._max_len,
+            cache_salt=self._cfg.cache_salt,
             session_id=session_id,
             prompt=[int(t) for t in prompt_ids],
             params=params,
@@ -303,17 +314,27 @@ class VLLMBackend(MementoBackend, Component[VLLMBackendConfig]):
         with self._lock:
             return self._stats.get(session_id)
 
+    def _tenant_request(self, what: str, session_id: str | None = None) -> Any:
+        """A read or close request of this backend's tenant: the salted POST form when a salt is set (a router may
+        drop query strings), else the plain GET/DELETE."""
+        salt = self._cfg.cache_salt
+        base = "/v1/memento/sessions" + (f"/{self._sid(session_id)}" if session_id is not None else "")
+        if salt is not None:
+            return self._request("POST", f"{base}/{what}", {"cache_salt": salt}, session=session_id)
+        return self._request("DELETE" if what == "close" else "GET", base, session=session_id)
+
     def session_info(self, session_id: str) -> dict[str, Any] | None:
         """The server's accounting of one session (pages, KV tokens, logical tokens, idle seconds)."""
-        info = self._request("GET", f"/v1/memento/sessions/{self._sid(session_id)}", session=session_id)
+        info = self._tenant_request("info", session_id)
         return info if isinstance(info, dict) else None
 
     def session_ids(self) -> list[str]:
-        out = self._request("GET", "/v1/memento/sessions") or {}
+        """The sessions of this backend's tenant the server holds (through a router: one replica's)."""
+        out = self._tenant_request("list") or {}
         return [str(s["session_id"]) for s in out.get("sessions", [])]
 
     def close_session(self, session_id: str) -> None:
-        self._request("DELETE", f"/v1/memento/sessions/{self._sid(session_id)}", session=session_id)
+        self._tenant_request("close", session_id)
         with self._lock:
             self._stats.pop(session_id, None)
 

@@ -49,6 +49,7 @@ class SessionTurn:
         *,
         stream: bool,
         max_len: int,
+        cache_salt: str | None = None,
         session_id: str,
         prompt: list[int],
         params: SamplingParams,
@@ -60,6 +61,7 @@ class SessionTurn:
         self.headers = headers
         self.stream = stream
         self.max_len = max_len
+        self.cache_salt = cache_salt
         self.sid = session_id
         self.prompt = prompt
         self.params = params
@@ -89,6 +91,8 @@ class SessionTurn:
             body["stream"] = True
         if self.rebuild:
             body["rebuild"] = True
+        if self.cache_salt is not None:
+            body["cache_salt"] = self.cache_salt
         return body
 
     def finished_locally(self) -> dict[str, Any] | None:

@@ -15,6 +15,9 @@ Routes (JSON):
 * ``GET /v1/memento/sessions[?cache_salt=...]``: the caller's sessions (pages, KV tokens, logical tokens, idle
   seconds), the pool and the session limits (TTL, page budget, count).
 * ``GET /v1/memento/sessions/{sid}``, ``DELETE /v1/memento/sessions/{sid}`` (explicit close), same ``cache_salt``.
+* ``POST /v1/memento/sessions/list``, ``POST /v1/memento/sessions/{sid}/info``, ``POST /v1/memento/sessions/{sid}/close``
+  with ``{"cache_salt": ...}``: the same three with the salt in the body (routers such as vllm-router drop query
+  strings; ``VLLMBackend(cache_salt=...)`` uses these).
 * ``GET /v1/memento/config``: the engine's memento rule, token ids, ``max_model_len``, page size, session limits.
 
 Tenancy: sessions are namespaced by ``cache_salt`` (vLLM's per-tenant secret): a caller sees, adopts and closes only
@@ -35,6 +38,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from .turns import GenerateBody, Salt, clamp_max_tokens, rpc, run_turn, turn_events
 
@@ -74,6 +78,27 @@ async def get_session(sid: str, request: Request, cache_salt: Salt = None) -> An
 @router.delete("/v1/memento/sessions/{sid}")
 async def close_session(sid: str, request: Request, cache_salt: Salt = None) -> Any:
     return {"session_id": sid, "closed": bool(await _rpc(request, "close", sid, cache_salt))}
+
+
+class TenantBody(BaseModel):
+    """The body of the POST forms of the read/close routes (a router may drop query strings, never the body)."""
+
+    cache_salt: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+@router.post("/v1/memento/sessions/list")
+async def list_sessions_post(body: TenantBody, request: Request) -> Any:
+    return await list_sessions(request, body.cache_salt)
+
+
+@router.post("/v1/memento/sessions/{sid}/info")
+async def get_session_post(sid: str, body: TenantBody, request: Request) -> Any:
+    return await get_session(sid, request, body.cache_salt)
+
+
+@router.post("/v1/memento/sessions/{sid}/close")
+async def close_session_post(sid: str, body: TenantBody, request: Request) -> Any:
+    return await close_session(sid, request, body.cache_salt)
 
 
 @router.post("/v1/memento/sessions/{sid}/generate")

@@ -150,3 +150,22 @@ def test_streamed_turns_arrive_token_by_token_and_equal_the_whole_answer(server:
     got = backend.generate("stream-client", prompt, SamplingParams(max_new_tokens=8), on_token=seen.append)
     assert seen == got.token_ids == whole.token_ids
     assert backend.stats("stream-client") is not None
+
+
+def test_a_salted_backend_keeps_its_sessions_to_itself_over_post_routes(server: str, vllm_model_dir: Path) -> None:
+    from autogen_ext_memento.backends import VLLMBackend
+
+    tenant = VLLMBackend(server, str(vllm_model_dir), cache_salt="tenant-secret-1")
+    other = VLLMBackend(server, str(vllm_model_dir))
+    prompt = make_scenario(tenant.memento_ids, 950, 120, blocks_in_prompt=1, decode_blocks=0).prompt
+    first = tenant.generate("shared-name", prompt, SamplingParams(max_new_tokens=4))
+    assert "shared-name" in tenant.session_ids() and "shared-name" not in other.session_ids()
+    assert other.session_info("shared-name") is None  # another salt cannot read it ...
+    other.close_session("shared-name")  # ... nor close it
+    info = tenant.session_info("shared-name")
+    assert info is not None and info["logical_tokens"] >= len(prompt)
+    # The next turn of the tenant adopts its own KV (only the new tokens are prefilled).
+    again = tenant.generate("shared-name", prompt + first.token_ids + [5, 6], SamplingParams(max_new_tokens=2))
+    assert again.prompt_tokens == 3 and not again.rebuilt  # the pending sampled token and the two new ones
+    tenant.close_session("shared-name")
+    assert tenant.session_info("shared-name") is None and "shared-name" not in tenant.session_ids()
