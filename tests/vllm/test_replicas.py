@@ -235,6 +235,22 @@ def test_session_reads_and_closes_reach_the_holding_replica_through_the_router(
     assert gone not in cluster.listing(holder) and backend.session_info(gone) is None
 
 
+def test_a_salted_tenant_reads_and_closes_its_session_through_the_router(cluster: Cluster) -> None:
+    """The salt travels in POST bodies (the router drops query strings): the tenant finds and closes its session."""
+    from autogen_ext_memento import tiny_model_path
+    from autogen_ext_memento.backends import SamplingParams, VLLMBackend
+
+    tenant = VLLMBackend(cluster.router, str(tiny_model_path()), cache_salt="tenant-behind-router")
+    anonymous = VLLMBackend(cluster.router, str(tiny_model_path()))
+    prompt = tenant.tokenizer.encode("<|im_start|>user\nalpha 1 bravo 2<|im_end|>\n", add_special_tokens=False)
+    tenant.generate("salted", prompt, SamplingParams(max_new_tokens=4))
+    info = tenant.session_info("salted")
+    assert info is not None and info["logical_tokens"] >= len(prompt)
+    assert anonymous.session_info("salted") is None  # the default namespace does not hold it
+    tenant.close_session("salted")
+    assert tenant.session_info("salted") is None
+
+
 def test_openai_routes_pass_through_the_router(cluster: Cluster) -> None:
     model = _get(cluster.router + "/v1/models")["data"][0]["id"]
     body = json.dumps({"model": model, "prompt": [5, 40, 41, 42], "max_tokens": 4, "temperature": 0}).encode()
