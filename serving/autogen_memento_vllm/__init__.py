@@ -11,7 +11,9 @@ Pieces (all runtime subclasses; no vLLM file is copied or patched on disk):
 * ``--worker-cls autogen_memento_vllm.worker.MementoCPUWorker`` (or ``MementoGPUWorker``): KV slot copies,
   logical RoPE positions, token forcing in the model runner.
 * :class:`~autogen_memento_vllm.sessions.MementoEndpointPlugin` (``vllm.endpoint_plugins``, opt-in through
-  ``VLLM_PLUGINS``): the ``/v1/memento/...`` HTTP API next to the OpenAI endpoints.
+  ``VLLM_PLUGINS``): the ``/v1/memento/...`` HTTP API next to the OpenAI endpoints (:mod:`.sessions`, one turn in
+  :mod:`.turns`), and ``POST /v1/chat/completions`` for any OpenAI client (:mod:`.chat_route`, :mod:`.chat`): the
+  agent chat format, the closure protocol run server-side and implicit sessions (:mod:`.conversations`).
 
 :func:`engine_args` returns the engine keyword arguments that turn it on; ``autogen-memento serve`` uses it.
 """
