@@ -111,3 +111,21 @@ def served(model_dir: Path | str, args: Sequence[str], log: Path, *, memento: Se
             time.sleep(0.5)
         else:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def openai_client(base_url: str, model: str = "tiny-memento", **kwargs: Any) -> Any:
+    """AutoGen's own ``OpenAIChatCompletionClient`` for a memento server's chat route (greedy, function calling on).
+
+    ``base_url`` is the server root (``http://host:port``); ``kwargs`` go to the client (e.g. ``extra_body``).
+    Needs ``autogen-ext[openai]``.
+    """
+    from autogen_core.models import ModelFamily, ModelInfo
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    info = ModelInfo(
+        vision=False, function_calling=True, json_output=False, family=ModelFamily.UNKNOWN, structured_output=False
+    )
+    options: dict[str, Any] = {"temperature": 0.0, "max_tokens": 256, "parallel_tool_calls": False, **kwargs}
+    return OpenAIChatCompletionClient(
+        model=model, base_url=base_url.rstrip("/") + "/v1", api_key="none", model_info=info, **options
+    )

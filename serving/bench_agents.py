@@ -63,29 +63,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _client(mode: str, url: str, backend: Any, sid: str) -> Any:
-    from autogen_core.models import ModelFamily, ModelInfo
-    from autogen_ext.models.openai import OpenAIChatCompletionClient
-
     from autogen_ext_memento import MementoChatCompletionClient
+    from autogen_ext_memento.testing import openai_client
 
     if mode == "session":
         return MementoChatCompletionClient(backend, session_id=sid)
-    info = ModelInfo(
-        vision=False, function_calling=True, json_output=False, family=ModelFamily.UNKNOWN, structured_output=False
-    )
-    extra: dict[str, Any] = (
-        {"extra_body": {"vllm_xargs": {"memento": {"keep_last_n_blocks": -1}}}} if mode == "openai-full" else {}
-    )
-    return OpenAIChatCompletionClient(
-        model="tiny-memento",
-        base_url=url + "/v1",
-        api_key="none",
-        temperature=0.0,
-        max_tokens=256,
-        model_info=info,
-        parallel_tool_calls=False,
-        **extra,
-    )
+    if mode == "openai-full":
+        return openai_client(url, extra_body={"vllm_xargs": {"memento": {"keep_last_n_blocks": -1}}})
+    return openai_client(url)
 
 
 def _timed(client: Any, latencies: list[float]) -> Any:

@@ -24,7 +24,7 @@ import json
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +32,10 @@ from autogen_core.models import AssistantMessage, CreateResult, FunctionExecutio
 from autogen_core.tools import ToolSchema
 
 from autogen_ext_memento import MementoChatCompletionClient
-from autogen_ext_memento.chat_format import Turn, render, split_closure
+from autogen_ext_memento.backends import MementoBackend
+from autogen_ext_memento.chat_format import Rendering, render, split_closure
 
-from .conversations import ConversationIndex
-from .engine_backend import EngineBackend
+from .conversations import ConversationIndex, turns_after
 from .openai_messages import completion_body, to_llm_messages, to_tool_schemas
 
 __all__ = ["MementoChat"]
@@ -54,10 +54,8 @@ class MementoChat:
     """The memento chat route's state: a memento client per tenant and the conversation index.
 
     Args:
-        engine: the API server's engine client.
-        loop: its event loop.
-        tokenizer: the served model's tokenizer.
-        server_config: the scheduler's ``config`` answer.
+        backend_for: makes the backend of one tenant and rule override, ``backend_for(cache_salt, memento)`` (the
+            server passes :class:`~autogen_memento_vllm.engine_backend.EngineBackend` bound to its engine).
         model_name: the served model name (echoed in answers).
         default_temperature: the temperature of a request that sets none (the model's generation config, else 1).
         max_tenants: tenants (``cache_salt`` values) with a client at once (least recently used dropped).
@@ -67,20 +65,14 @@ class MementoChat:
 
     def __init__(
         self,
-        engine: Any,
-        loop: asyncio.AbstractEventLoop,
-        tokenizer: Any,
-        server_config: dict[str, Any],
+        backend_for: Callable[[str | None, dict[str, Any] | None], MementoBackend],
         model_name: str,
         *,
         default_temperature: float = 1.0,
         max_tenants: int = 64,
         max_client_sessions: int = 4096,
     ) -> None:
-        self._engine = engine
-        self._loop = loop
-        self._tok = tokenizer
-        self._config = server_config
+        self._backend_for = backend_for
         self.model_name = model_name
         self._default_temperature = default_temperature
         self._max_tenants = max_tenants
@@ -94,10 +86,7 @@ class MementoChat:
         with self._lock:
             entry = self._clients.get(key)
             if entry is None or (sid not in entry[1] and len(entry[1]) >= self._max_sessions):
-                backend = EngineBackend(
-                    self._engine, self._loop, self._tok, self._config, self.model_name, salt, memento
-                )
-                entry = (MementoChatCompletionClient(backend), set())
+                entry = (MementoChatCompletionClient(self._backend_for(salt, memento)), set())
                 self._clients[key] = entry
             self._clients.move_to_end(key)
             while len(self._clients) > self._max_tenants:
@@ -154,7 +143,6 @@ class MementoChat:
         if overrides is not None and not isinstance(overrides, dict):
             raise ValueError("vllm_xargs.memento must be false or an object of memento rule fields")
         fmt = body.get("response_format") or {}
-        pending = rendering.pending_closure
         return _Call(
             salt=salt,
             messages=messages,
@@ -165,17 +153,18 @@ class MementoChat:
             else None,
             session_id=sid,
             overrides=overrides,
-            before_closure=rendering.turns[:pending] if pending is not None else None,
+            rendering=rendering,
             sampling=self._sampling(body),
         )
 
     def _record(self, call: _Call, client: MementoChatCompletionClient, result: CreateResult) -> dict[str, Any]:
         """Index the conversation (and its new closure) and build the answer (CPU work: off the event loop)."""
         closure, _ = split_closure(result.thought)
-        if closure is not None and call.before_closure is not None:
-            self.index.remember_closure(call.before_closure, call.salt, closure)
-        done = AssistantMessage(content=result.content, thought=result.thought, source="assistant")
-        self.index.remember_session(render([*call.messages, done], call.tools).turns, call.salt, call.session_id)
+        pending = call.rendering.pending_closure
+        if closure is not None and pending is not None:
+            self.index.remember_closure(call.rendering.turns[:pending], call.salt, closure)
+        after = turns_after(call.rendering, result.thought, result.content)
+        self.index.remember_session(after, call.salt, call.session_id)
         stats = client.backend.stats(call.session_id)
         info = {
             "session": call.session_id,
@@ -209,5 +198,5 @@ class _Call:
     json_output: bool | None
     session_id: str
     overrides: dict[str, Any] | None
-    before_closure: list[Turn] | None  # the turns before the closure this turn writes (None: it writes none)
+    rendering: Rendering  # the request's history, rendered (its pending closure is what this turn writes)
     sampling: dict[str, Any]

@@ -19,10 +19,11 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
-from autogen_ext_memento.chat_format import Turn
+from autogen_ext_memento.chat_format import Rendering, Turn, assistant_body, split_closure
 
-__all__ = ["ConversationIndex", "turn_digests"]
+__all__ = ["ConversationIndex", "turns_after", "turn_digests"]
 
 
 def turn_digests(turns: Sequence[Turn], salt: str | None) -> list[str]:
@@ -34,6 +35,22 @@ def turn_digests(turns: Sequence[Turn], salt: str | None) -> list[str]:
         h.update(b"\x00")
         out.append(h.hexdigest())
     return out
+
+
+def turns_after(rendering: Rendering, thought: str | None, content: Any) -> list[Turn]:
+    """The turns of a conversation once the answer (``thought``, ``content``) is appended to ``rendering``.
+
+    Equal to rendering the messages with the answer's :class:`~autogen_core.models.AssistantMessage` appended (a
+    leading closure goes back to the pending observation, the rest is the assistant turn), without rendering the
+    whole history again.
+    """
+    turns = list(rendering.turns)
+    closure, _ = split_closure(thought)
+    if closure is not None:
+        at = rendering.pending_closure if rendering.pending_closure is not None else len(turns)
+        turns.insert(at, Turn("assistant", closure, generated=True))
+    turns.append(Turn("assistant", assistant_body(thought, content), generated=True))
+    return turns
 
 
 class _Lru:

@@ -137,8 +137,3 @@ class EngineBackend(MementoBackend):
         self._run(rpc(self._engine, "close", session_id, self._salt))
         with self._lock:
             self._stats.pop(session_id, None)
-
-    def forget(self, session_id: str) -> None:
-        """Drop the local accounting of a session the engine no longer holds."""
-        with self._lock:
-            self._stats.pop(session_id, None)

@@ -29,6 +29,7 @@ least-recently-used first beyond the page budget or the session count.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from argparse import Namespace
@@ -153,6 +154,7 @@ async def _chat_state(engine: Any, args: Namespace) -> Any:
     from transformers import AutoTokenizer
 
     from .chat import MementoChat
+    from .engine_backend import EngineBackend
 
     try:
         config = await rpc(engine, "config")
@@ -166,12 +168,10 @@ async def _chat_state(engine: Any, args: Namespace) -> Any:
         seqs = int(getattr(args, "max_num_seqs", None) or 256)
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=max(32, 2 * seqs)))
         defaults = engine.model_config.get_diff_sampling_param() or {}
+        loop, name = asyncio.get_running_loop(), str(names[0])
         return MementoChat(
-            engine,
-            asyncio.get_running_loop(),
-            tokenizer,
-            config,
-            str(names[0]),
+            functools.partial(EngineBackend, engine, loop, tokenizer, config, name),
+            name,
             default_temperature=float(defaults.get("temperature", 1.0)),
         )
     except Exception as exc:  # a model without memento tokens: the stock chat route still serves it

@@ -130,3 +130,19 @@ def test_conversation_index_finds_the_longest_prefix_and_isolates_tenants() -> N
     assert turn_digests(turns, None) != turn_digests(turns, "x")
     with pytest.raises(ValueError, match="capacity"):
         ConversationIndex(capacity=0)
+
+
+def test_turns_after_an_answer_equal_rendering_the_history_with_it() -> None:
+    from autogen_memento_vllm.conversations import turns_after
+
+    msgs = to_llm_messages(_conversation())  # ends with an observation waiting for its closure
+    call = FunctionCall(id="call_3", name="read", arguments='{"cursor": 2}')
+    answers = [
+        AssistantMessage(content=[call], thought=CLOSURE, source="assistant"),  # closure, then a tool call
+        AssistantMessage(content="answer: alpha 1", thought=CLOSURE + "<|block_start|>x", source="assistant"),
+        AssistantMessage(content="answer", thought=None, source="assistant"),  # no closure written
+    ]
+    for history in (msgs, msgs[:2]):  # with and without a pending observation
+        for done in answers:
+            expected = render([*history, done]).turns
+            assert turns_after(render(history), done.thought, done.content) == expected

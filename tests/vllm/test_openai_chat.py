@@ -37,22 +37,9 @@ def memento_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _openai_client(url: str, **kwargs: Any) -> Any:
-    from autogen_core.models import ModelFamily, ModelInfo
-    from autogen_ext.models.openai import OpenAIChatCompletionClient
+    from autogen_ext_memento.testing import openai_client
 
-    info = ModelInfo(
-        vision=False, function_calling=True, json_output=False, family=ModelFamily.UNKNOWN, structured_output=False
-    )
-    return OpenAIChatCompletionClient(
-        model="tiny-memento",
-        base_url=url + "/v1",
-        api_key="none",
-        temperature=0.0,
-        max_tokens=256,
-        model_info=info,
-        parallel_tool_calls=False,
-        **kwargs,
-    )
+    return openai_client(url, **kwargs)
 
 
 async def _play(episode: Any, client: Any, *, stream: bool = False) -> str:
