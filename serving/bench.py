@@ -75,6 +75,9 @@ def _parse_args() -> argparse.Namespace:
         "--admission-horizon", default=None, help="admission's look-ahead window: cycle (default), life or steps"
     )
     ap.add_argument("--admission-margin", type=float, default=None, help="admission's safety margin (fraction)")
+    ap.add_argument(
+        "--swap-space", type=float, default=None, help="GiB keeping preempted compacted requests (0: recompute them)"
+    )
     ap.add_argument("--memento-only", action="store_true", help="skip the vanilla pass (exploring admission settings)")
     ap.add_argument(
         "--capacity",
@@ -105,6 +108,8 @@ def _engine(args: argparse.Namespace) -> tuple[Any, Any, dict[str, int]]:
         admission["admission_horizon"] = int(h) if h.isdigit() else h
     if args.admission_margin is not None:
         admission["admission_margin"] = args.admission_margin
+    if args.swap_space is not None:
+        admission["swap_space_gib"] = args.swap_space
     llm = LLM(
         str(model),
         enforce_eager=True,
@@ -162,6 +167,8 @@ def _runner(args: argparse.Namespace, llm: Any, sched: Any, force: dict[str, int
             "max_running": max(running, default=0),
             "request_peak_pages": peaks[len(peaks) // 2],
             "preemptions": sum(int(s.get("preemptions", 0)) for s in stats),
+            "swaps": sum(int(s.get("swaps", 0)) for s in stats),
+            "computed_tokens": sum(int(s.get("computed_tokens", 0)) for s in stats),
             "evictions": sum(int(s.get("evictions", 0)) for s in stats),
             "admissions_deferred": sched.memento_admission.deferred - deferred0,
             "_trace": used,

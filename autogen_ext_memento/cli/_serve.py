@@ -18,7 +18,7 @@ import subprocess
 import sys
 from typing import Any
 
-from ._args import fraction, model_path, non_negative_int, positive_float, positive_int
+from ._args import fraction, model_path, non_negative_float, non_negative_int, positive_float, positive_int
 from ._replica_plan import DEFAULT_ROUTER_PORT, POLICIES, port_number
 from ._serve_command import build_command
 
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return _replicas.run(args, extra)
     cmd, env = build_command(args, extra)
     if args.dry_run:
-        print(" ".join(cmd))
+        print(shlex.join(cmd))  # paste-able: the JSON and the -c program stay quoted
         return 0
     if hasattr(os, "execve"):
         # Become the server process, so signals (Ctrl-C, SIGTERM from a supervisor) reach vLLM directly and no
@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-block-tokens", type=positive_int, default=None)
     p.add_argument("--session-ttl", type=positive_float, default=600.0, help="idle seconds before a session is dropped")
     p.add_argument("--session-fraction", type=fraction, default=0.5, help="share of the KV pool sessions may hold")
+    p.add_argument(
+        "--swap-space",
+        type=non_negative_float,
+        default=4.0,
+        help="GiB of host memory keeping preempted compacted requests' KV (0: recompute them; default 4)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the vLLM command instead of running it")
 
     g = p.add_argument_group(

@@ -57,6 +57,7 @@ def build_command(args: argparse.Namespace, extra: list[str]) -> tuple[list[str]
         "restart_mode": args.restart_mode,
         "session_ttl_s": args.session_ttl,
         "max_session_fraction": args.session_fraction,
+        "swap_space_gib": args.swap_space,
     }
     if args.max_block_tokens is not None:
         memento["max_block_tokens"] = args.max_block_tokens

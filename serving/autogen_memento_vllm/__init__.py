@@ -7,9 +7,9 @@ Pieces (all runtime subclasses; no vLLM file is copied or patched on disk):
   frontend → scheduler call; this is the only monkeypatch, and it only *adds* a method).
 * ``--scheduler-cls autogen_memento_vllm.scheduler.MementoScheduler``: the hooks; its parts are
   :mod:`.eviction` (compaction), :mod:`.registry` (tenant-scoped sessions), :mod:`.admission` (admission by
-  expected sawtooth peak) and :mod:`.state` (per-request bookkeeping).
-* ``--worker-cls autogen_memento_vllm.worker.MementoCPUWorker`` (or ``MementoGPUWorker``): KV slot copies,
-  logical RoPE positions, token forcing in the model runner.
+  projected pool occupancy), :mod:`.swap` (preemption by swap) and :mod:`.state` (per-request bookkeeping).
+* ``--worker-cls autogen_memento_vllm.worker.MementoCPUWorker`` (or ``MementoGPUWorker``): KV slot copies, page
+  swaps, logical RoPE positions, token forcing in the model runner.
 * :class:`~autogen_memento_vllm.sessions.MementoEndpointPlugin` (``vllm.endpoint_plugins``, opt-in through
   ``VLLM_PLUGINS``): the ``/v1/memento/...`` HTTP API next to the OpenAI endpoints (:mod:`.sessions`, one turn in
   :mod:`.turns`), and ``POST /v1/chat/completions`` for any OpenAI client (:mod:`.chat_route`, :mod:`.chat`): the

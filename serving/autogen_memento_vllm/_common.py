@@ -33,6 +33,7 @@ _OPTION_KEYS = (
     "memento_admission",
     "admission_margin",
     "admission_horizon",
+    "swap_space_gib",
 )
 
 
@@ -44,7 +45,8 @@ class PluginOptions:
     ``max_sessions`` (count). Admission: ``memento_admission`` (admit memento requests only when the projected pool
     holds them), ``admission_margin`` (fraction added to every projected request) and ``admission_horizon`` (the
     look-ahead window: ``"cycle"``, one learned block-plus-memento cycle; ``"life"``, the rest of every request's
-    life; or a number of steps).
+    life; or a number of steps). Preemption: ``swap_space_gib``, the host buffer that keeps preempted compacted
+    requests' pages (``0``: recompute them).
     """
 
     memento: MementoConfig = field(default_factory=MementoConfig)
@@ -57,6 +59,7 @@ class PluginOptions:
     memento_admission: bool = True
     admission_margin: float = 0.1
     admission_horizon: int | str = "cycle"
+    swap_space_gib: float = 4.0
 
     @classmethod
     def from_additional_config(cls, additional: Any) -> PluginOptions:
@@ -100,13 +103,16 @@ class MementoStepData:
 
     ``copies`` are ``(src_slot, dst_slot)`` pairs over the whole KV pool, composed so that every source is read
     before any destination is written; the worker runs them first in the step, before zeroing new blocks and
-    before the forward pass.
+    before the forward pass. ``swap_out`` (pages to copy to the host buffer of a preempted request) runs after
+    them, ``swap_in`` (the pages a swapped request resumes into) after that.
     """
 
     copies: list[tuple[int, int]] = field(default_factory=list)
+    swap_out: dict[str, list[int]] = field(default_factory=dict)
+    swap_in: dict[str, list[int]] = field(default_factory=dict)
     updates: dict[str, WorkerUpdate] = field(default_factory=dict)
     rope_offsets: dict[str, int] = field(default_factory=dict)
     forced: dict[str, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.copies or self.updates or self.rope_offsets or self.forced)
+        return bool(self.copies or self.swap_out or self.swap_in or self.updates or self.rope_offsets or self.forced)

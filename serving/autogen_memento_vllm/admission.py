@@ -91,7 +91,8 @@ class Admission:
 
         def allocate_slots(request: Request, num_new_tokens: int, *args: Any, **kwargs: Any) -> Any:
             waiting = request.status != RequestStatus.RUNNING
-            env = self._candidate(request) if waiting else None
+            # A waiting request that already holds pages (a swap-in) was admitted when it got them.
+            env = self._candidate(request) if waiting and not self._held(request) else None
             if env is not None and not self.fits(request, env):
                 self.deferred += 1
                 return None

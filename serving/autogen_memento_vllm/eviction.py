@@ -18,8 +18,9 @@ Prefix caching cannot lie. After the first eviction a request's block hashes are
 block and later blocks are hashed with an extra key ``("memento", policy, digest of the evicted spans, salt)``, so
 a request with the same compacted ids never hits them.
 
-Preemption. :meth:`Compactor.restore_logical` puts a compacted request back into logical units with a replayed
-tracker, so the re-prefill evicts again at every trigger (exact: the same KV as before).
+Preemption. A preempted compacted request is swapped (:mod:`~autogen_memento_vllm.swap`); when the swap buffer is
+full, :meth:`Compactor.restore_logical` puts it back into logical units with a replayed tracker, so the re-prefill
+evicts again at every trigger (exact: the same KV as before).
 """
 
 from __future__ import annotations

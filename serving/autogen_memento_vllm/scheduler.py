@@ -11,6 +11,8 @@ the request's *logical* tokens, the evictions not applied yet, the RoPE offset).
   is admitted only when the pool, projected forward over a look-ahead window with every request's learned sawtooth
   and the pages of requests that finish, still holds it) and the release of idle sessions before a running
   request would be preempted;
+* :mod:`~autogen_memento_vllm.swap` (:class:`Swapper`): preemption by swap: a preempted compacted request's pages
+  go to a host buffer and come back by a copy when it resumes (recompute of the logical history is the fallback);
 * this module: the hooks (``add_request``, ``schedule``, ``_update_request_with_output``, ``_preempt_request``,
   freeing), the logical length cap, forced tokens and the ``memento_rpc`` session control.
 
@@ -45,6 +47,7 @@ from .admission import Admission
 from .eviction import Compactor
 from .registry import SessionKey, SessionLimits, SessionRegistry, Tenant, tenant_of
 from .state import MementoState, MementoStats, PendingEviction
+from .swap import Swapper
 
 logger = init_logger(__name__)
 
@@ -86,6 +89,8 @@ class MementoScheduler(Scheduler):
         )
         self.memento_admission = Admission(self, self.memento_options)
         self.memento_admission.install()
+        self.memento_swap = Swapper(self, self.memento_options.swap_space_gib)
+        self.memento_swap.install()
 
     def _session_limits(self) -> SessionLimits:
         opts = self.memento_options
@@ -159,9 +164,13 @@ class MementoScheduler(Scheduler):
             if state is not None and state.pending:
                 self.memento_compactor.apply_ready(request, state, self._step)
         self.memento_admission.begin_step()
+        self.memento_swap.swap_in_waiting(self._step)
         out = super().schedule(throttle_prefills)
         step = self._step
         self._step = MementoStepData()
+        if step.swap_in and out.new_block_ids_to_zero:  # pages a swap-in fills must not be zeroed after it
+            filled = {b for pages in step.swap_in.values() for b in pages}
+            out.new_block_ids_to_zero = [b for b in out.new_block_ids_to_zero if b not in filled] or None
         for req_id in out.num_scheduled_tokens:
             state = self.memento_states.get(req_id)
             if state is None:
@@ -208,7 +217,12 @@ class MementoScheduler(Scheduler):
         state = self.memento_states.get(request.request_id)
         if state is not None:
             state.stats.preemptions += 1
+        if state is not None and state.pending:  # a ready eviction is applied now: a waiting request never is
+            self.memento_compactor.apply_ready(request, state, self._step)
         if state is not None and (state.offset or state.evicted):
+            if self.memento_swap.swap_out(request, state, self._step):
+                super()._preempt_request(request, timestamp, drop_stale_output)
+                return
             fresh = self.memento_compactor.restore_logical(request, state, self.memento_ids)
             self.memento_states[request.request_id] = fresh
             super()._preempt_request(request, timestamp, drop_stale_output)
@@ -258,6 +272,7 @@ class MementoScheduler(Scheduler):
 
     def _free_blocks(self, request: Request) -> None:
         super()._free_blocks(request)
+        self.memento_swap.forget(request.request_id, self._step)
         state = self.memento_states.pop(request.request_id, None)
         if state is not None:
             self.memento_admission.learn(state)
@@ -313,6 +328,7 @@ class MementoScheduler(Scheduler):
             "sessions": len(reg),
             "sessions_released_for_running": self.memento_admission.released_blocks,
             "admissions_deferred": self.memento_admission.deferred,
+            **self.memento_swap.summary(),
         }
 
 

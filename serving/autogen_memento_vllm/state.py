@@ -35,6 +35,8 @@ class MementoStats:
     adopted_tokens: int = 0
     adopted_logical_tokens: int = 0
     preemptions: int = 0
+    swaps: int = 0
+    swapped_tokens: int = 0
     rebuilt: bool = False
     length_capped: bool = False
 

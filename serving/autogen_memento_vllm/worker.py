@@ -8,7 +8,10 @@ and the CPU runner built on it); on GPU set ``VLLM_USE_V2_MODEL_RUNNER=0``.
 Per step, from ``scheduler_output.memento`` (:class:`~autogen_memento_vllm._common.MementoStepData`):
 
 1. ``copies``: slot-to-slot KV copies on every attention layer, run first (before new pages are zeroed and before
-   the forward), as one gather then one scatter per layer so every source is read before any write.
+   the forward), as one gather then one scatter per layer so every source is read before any write. Then
+   ``swap_out``: a preempted request's whole pages are copied to a host buffer (pinned on a GPU) before anything
+   written this step can reach them; then ``swap_in``: a resuming request's buffer is copied into its new pages.
+   Buffers of requests that finish while swapped out are dropped.
 2. ``updates``: requests whose token lists / page tables changed; their cached state is rebuilt and they are
    removed from the persistent batch, so the stock code re-adds them from that state.
 3. ``rope_offsets``: added to each scheduled token's position after the slot mapping was computed from the
@@ -37,23 +40,30 @@ class MementoRunnerMixin:
     _memento_offsets: dict[str, int]
     _memento_forced: dict[str, int]
     _memento_layout: tuple[Any]
+    _memento_swapped: dict[str, list[Any]]
 
     def _memento_init(self) -> None:
         self._memento_offsets = {}
         self._memento_forced = {}
+        self._memento_swapped = {}
 
     # --- state ---------------------------------------------------------------------------------------------------
     def _update_states(self, scheduler_output: Any) -> Any:
         step: MementoStepData | None = getattr(scheduler_output, "memento", None)
         self._memento_forced = dict(step.forced) if step else {}
+        for req_id in scheduler_output.finished_req_ids:  # first: a finished id may be reused by a new request
+            self._memento_offsets.pop(req_id, None)
+            self._memento_swapped.pop(req_id, None)
         if step is not None:
             if step.copies:
                 self._memento_copy(step.copies)
+            for req_id, pages in step.swap_out.items():
+                self._memento_swapped[req_id] = self._memento_gather_pages(pages)
+            for req_id, pages in step.swap_in.items():
+                self._memento_scatter_pages(pages, self._memento_swapped.pop(req_id))
             for req_id, upd in step.updates.items():
                 self._memento_rebuild(req_id, upd)
             self._memento_offsets.update(step.rope_offsets)
-        for req_id in scheduler_output.finished_req_ids:
-            self._memento_offsets.pop(req_id, None)
         return super()._update_states(scheduler_output)  # type: ignore[misc]
 
     def _memento_copy(self, copies: list[tuple[int, int]]) -> None:
@@ -61,11 +71,7 @@ class MementoRunnerMixin:
         bs = runner.cache_config.block_size
         pairs = torch.tensor(copies, dtype=torch.int64)
         src, dst = pairs[:, 0], pairs[:, 1]
-        seen: set[int] = set()
-        for cache in runner.kv_caches:
-            if cache.data_ptr() in seen:
-                continue
-            seen.add(cache.data_ptr())
+        for cache in self._memento_layer_caches():
             # Logical per-layer view [blocks, heads, tokens_in_block, content] (vLLM's KV layout RFC).
             if cache.dim() != 4 or cache.shape[2] != bs:
                 raise RuntimeError(f"memento: unsupported KV cache layout {tuple(cache.shape)} (block size {bs})")
@@ -79,6 +85,35 @@ class MementoRunnerMixin:
             perm = perm.to(cache.device)
             vals = flat[(s // bs)[:, None], :, perm[s % bs]]
             flat[(d // bs)[:, None], :, perm[d % bs]] = vals
+
+    def _memento_layer_caches(self) -> list[Any]:
+        runner: Any = self
+        seen: set[int] = set()
+        out = []
+        for cache in runner.kv_caches:
+            if cache.data_ptr() not in seen:
+                seen.add(cache.data_ptr())
+                out.append(cache)
+        return out
+
+    def _memento_gather_pages(self, pages: list[int]) -> list[Any]:
+        """Copies of whole ``pages`` of every layer, on the host (pinned when the cache is on a GPU)."""
+        out = []
+        for cache in self._memento_layer_caches():
+            idx = torch.tensor(pages, dtype=torch.int64, device=cache.device)
+            if cache.device.type == "cpu":
+                out.append(cache[idx])
+                continue
+            buf = torch.empty((len(pages), *cache.shape[1:]), dtype=cache.dtype, pin_memory=True)
+            buf.copy_(cache[idx], non_blocking=True)  # ordered before this step's forward on the same stream
+            out.append(buf)
+        return out
+
+    def _memento_scatter_pages(self, pages: list[int], buffers: list[Any]) -> None:
+        """Write host copies taken by :meth:`_memento_gather_pages` into ``pages`` (same order, same layers)."""
+        for cache, buf in zip(self._memento_layer_caches(), buffers, strict=True):
+            idx = torch.tensor(pages, dtype=torch.int64, device=cache.device)
+            cache[idx] = buf.to(cache.device, non_blocking=True)
 
     def _memento_token_layout(self, cache: Any) -> Any:
         """For the CPU attention backend: ``perm[token, j]``, the element of a (page, head) row holding K (``j < D``)

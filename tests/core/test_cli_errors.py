@@ -36,6 +36,7 @@ BAD_ARGUMENTS = [
     (["annotate", "bundled:reasoning", "--out", "o.jsonl", "--tau", "11", "--limit", "1"], "tau: Input should be"),
     (["serve", "--dry-run", "--session-fraction", "2", "org/model"], "--session-fraction: expected a number in (0, 1]"),
     (["serve", "--dry-run", "--session-ttl", "nan", "org/model"], "--session-ttl: expected a positive number"),
+    (["serve", "--dry-run", "--swap-space", "-1", "org/model"], "--swap-space: expected a non-negative number"),
     (
         ["serve", "--dry-run", "--keep-last-n-blocks", "-2", "org/model"],
         "--keep-last-n-blocks: expected a non-negative",

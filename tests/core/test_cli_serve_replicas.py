@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import socket
 import subprocess
@@ -95,6 +96,17 @@ def test_without_replicas_serve_is_one_server(capsys: pytest.CaptureFixture[str]
     assert main(["serve", "--dry-run", "--device", "cpu", "tiny", "--port", "9401"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and "--port 9401" in out[0] and "vllm_router" not in out[0]
+
+
+def test_serve_passes_the_plugin_options_to_the_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["serve", "--dry-run", "--device", "cpu", "--swap-space", "0.5", "--session-fraction", "0.25", "tiny"]
+    assert main(argv) == 0
+    cmd = shlex.split(capsys.readouterr().out.splitlines()[0])
+    memento = json.loads(cmd[cmd.index("--additional-config") + 1])["memento"]
+    assert memento["swap_space_gib"] == 0.5 and memento["max_session_fraction"] == 0.25
+    assert main(["serve", "--dry-run", "--device", "cpu", "tiny"]) == 0
+    cmd = shlex.split(capsys.readouterr().out.splitlines()[0])
+    assert json.loads(cmd[cmd.index("--additional-config") + 1])["memento"]["swap_space_gib"] == 4.0
 
 
 @pytest.fixture

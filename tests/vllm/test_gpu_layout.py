@@ -106,3 +106,29 @@ def test_gpu_copy_path_refuses_a_layout_it_does_not_know() -> None:
 
     with pytest.raises(RuntimeError, match="unsupported KV cache layout"):
         _runner([torch.zeros(2, BLOCKS, BLOCK, HEADS, HEAD)])._memento_copy([(0, 1)])
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "float32"])
+def test_swap_out_and_in_moves_whole_pages_in_every_layout(dtype_name: str) -> None:
+    """Preemption by swap: pages copied to the host buffer come back, in order, into other pages of every layer
+    and nothing else in the buffer changes (pages written meanwhile by another request are overwritten)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    for layout in _layouts():
+        raw, views = _views(layout, dtype)
+        gen = torch.Generator().manual_seed(1)
+        for v in views:
+            v.copy_(torch.randn(v.shape, generator=gen).to(dtype))
+        before = [v.clone() for v in views]
+        runner = _runner(views)
+        saved = runner._memento_gather_pages([5, 2, 3])
+        for v in views:  # the freed pages are reused by someone else before the request resumes
+            v[[5, 2, 3]] = 0
+        raw_mid = raw.clone()
+        runner._memento_scatter_pages([1, 6, 0], saved)
+        for layer, (v, old) in enumerate(zip(views, before, strict=True)):
+            for src, dst in ((5, 1), (2, 6), (3, 0)):
+                assert torch.equal(v[dst], old[src]), f"{layout.name} {dtype_name} layer {layer}"
+            assert not v[[5, 2, 3]].any() and torch.equal(v[4], old[4])
+        assert (raw != raw_mid).any(), layout
