@@ -13,6 +13,7 @@ The plugin is configured once per engine through ``--additional-config '{"mement
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,25 @@ class PluginOptions:
     admission_margin: float = 0.1
     admission_horizon: int | str = "cycle"
     swap_space_gib: float = 4.0
+
+    def __post_init__(self) -> None:
+        def number(name: str, ok: Any, what: str) -> None:
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not ok(value)
+            ):
+                raise ValueError(f"memento option {name}: expected {what}, got {value!r}")
+
+        number("session_ttl_s", lambda v: v > 0, "a positive number of seconds")
+        number("max_session_fraction", lambda v: 0 < v <= 1, "a fraction in (0, 1]")
+        number("max_sessions", lambda v: v >= 0 and float(v).is_integer(), "a non-negative integer")
+        number("admission_margin", lambda v: v >= 0, "a non-negative fraction")
+        number("swap_space_gib", lambda v: v >= 0, "a non-negative number of GiB")
+        if self.max_session_blocks is not None:
+            number("max_session_blocks", lambda v: v >= 0 and float(v).is_integer(), "a non-negative integer")
 
     @classmethod
     def from_additional_config(cls, additional: Any) -> PluginOptions:

@@ -91,7 +91,7 @@ class Admission:
 
         def allocate_slots(request: Request, num_new_tokens: int, *args: Any, **kwargs: Any) -> Any:
             waiting = request.status != RequestStatus.RUNNING
-            # A waiting request that already holds pages (a swap-in) was admitted when it got them.
+            # A waiting request that already holds pages (a swap-in) was admitted when it got them this step.
             env = self._candidate(request) if waiting and not self._held(request) else None
             if env is not None and not self.fits(request, env):
                 self.deferred += 1

@@ -164,10 +164,10 @@ class MementoScheduler(Scheduler):
             if state is not None and state.pending:
                 self.memento_compactor.apply_ready(request, state, self._step)
         self.memento_admission.begin_step()
-        self.memento_swap.swap_in_waiting(self._step)
         out = super().schedule(throttle_prefills)
         step = self._step
         self._step = MementoStepData()
+        self.memento_swap.end_step(step)
         if step.swap_in and out.new_block_ids_to_zero:  # pages a swap-in fills must not be zeroed after it
             filled = {b for pages in step.swap_in.values() for b in pages}
             out.new_block_ids_to_zero = [b for b in out.new_block_ids_to_zero if b not in filled] or None
@@ -200,6 +200,9 @@ class MementoScheduler(Scheduler):
         return max(0, min(n, limit - num_computed_tokens))
 
     def _get_local_prefix_cache_hit(self, request: Request) -> tuple[Any, int, int, bool]:
+        swapped = self.memento_swap.local_hit(request)
+        if swapped is not None:
+            return swapped
         blocks, num_local, boundary, diverged = super()._get_local_prefix_cache_hit(request)
         state = self.memento_states.get(request.request_id)
         if state is not None and state.pending and num_local > 0:

@@ -4,11 +4,13 @@ A compacted request cannot be rebuilt from its compacted token ids (each memento
 block was visible), so vLLM's preemption by recompute costs a re-prefill of the request's whole *logical* history
 (:meth:`~autogen_memento_vllm.eviction.Compactor.restore_logical`). Instead, when a compacted request is
 preempted, :class:`Swapper` has the worker copy its computed pages to a host-side buffer in the same step, before
-vLLM hands those pages to anyone else; the request stays in compacted units, waiting. Before vLLM's own
-scheduling pass, swapped requests at the head of the waiting queue get pages again, through the same admission
-rule as any waiting request, the worker copies the buffer back in, and the request resumes holding its KV (vLLM's
-waiting-with-KV path, ``kv_holding_waiting``): resuming costs a copy of its compacted pages plus the one token
-it had not computed, never a re-prefill.
+vLLM hands those pages to anyone else; the request stays in compacted units, waiting. When vLLM's waiting loop
+reaches it (after the running requests were served, and only in a step that preempted nothing, as for any waiting
+request), its local "prefix-cache hit" is its swapped tokens: pages are allocated for them through the same
+admission rule as any waiting request, the worker copies the buffer back before the forward, and the request
+resumes from its computed tokens in that step. Resuming costs a copy of its compacted pages plus the one token it
+had not computed, never a re-prefill. A swapped request holds pages only while it runs: when the rest of its
+admission fails the pages go back (no reservation, so waiting requests can never hold the pool between them).
 
 Whole pages are copied, so the copy is exact whatever the attention backend's layout inside a page. When the
 buffer's budget (``swap_space_gib``) would be exceeded the preemption falls back to the exact recompute path.
@@ -27,13 +29,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from vllm.v1.core.sched.interface import PauseState
-from vllm.v1.request import Request, RequestStatus
+from vllm.v1.request import Request
 
 from ._common import MementoStepData
+from .memory import GIB
 from .state import MementoState
-
-GIB = 1 << 30
 
 
 @dataclass
@@ -45,34 +45,36 @@ class SwapRecord:
 
 
 class Swapper:
-    """Plans swap-outs at preemption and swap-ins before scheduling (see the module docstring)."""
+    """Plans swap-outs at preemption and swap-ins in vLLM's waiting loop (see the module docstring)."""
 
     def __init__(self, scheduler: Any, swap_space_gib: float) -> None:
-        if swap_space_gib < 0:
-            raise ValueError(f"swap_space_gib must be >= 0, got {swap_space_gib}")
         self.sched = scheduler
         cfg = scheduler.kv_cache_config
         page_bytes = sum(int(t.size) for t in cfg.kv_cache_tensors) / max(int(cfg.num_blocks), 1)
         self.budget_blocks = int(swap_space_gib * GIB // page_bytes) if page_bytes > 0 else 0
         self.records: dict[str, SwapRecord] = {}
+        self._resuming: dict[str, SwapRecord] = {}  # pages allocated this step, admission not finished yet
+        self._step_in: dict[str, list[int]] = {}  # swap-ins admitted this step (pages to fill, in order)
         self.used_blocks = 0
         self.swaps_out = 0
         self.swaps_in = 0
         self.fallbacks = 0  # preemptions of compacted requests that recomputed (buffer full)
 
     def install(self) -> None:
-        """Wrap ``allocate_slots`` so vLLM never admits a swapped-out request by recomputing its compacted ids.
-
-        A swapped-out request comes back only through :meth:`swap_in_waiting`; recomputing a compacted request
-        from its compacted ids would not give its KV (the mementos were computed with their blocks visible).
+        """Wrap ``allocate_slots``: vLLM never admits a swapped-out request by recomputing its compacted ids (the
+        mementos were computed with their blocks visible), and a swap-in whose admission fails gives its pages back.
         """
         kvm = self.sched.kv_cache_manager
         inner = kvm.allocate_slots
 
         def allocate_slots(request: Request, *args: Any, **kwargs: Any) -> Any:
-            if request.request_id in self.records:
+            rid = request.request_id
+            if rid in self.records and rid not in self._resuming:
                 return None
-            return inner(request, *args, **kwargs)
+            blocks = inner(request, *args, **kwargs)
+            if rid in self._resuming:
+                self._finish_swap_in(request, ok=blocks is not None)
+            return blocks
 
         kvm.allocate_slots = allocate_slots
 
@@ -97,37 +99,50 @@ class Swapper:
         state.stats.swapped_tokens += n
         return True
 
-    # --- in ------------------------------------------------------------------------------------------------------
-    def swap_in_waiting(self, step: MementoStepData) -> None:
-        """Give pages back to swapped requests at the head of the waiting queue, in order, while they are admitted.
+    # --- in -------------------------------------------------------------------------------------------------------
+    def local_hit(self, request: Request) -> tuple[Any, int, int, bool] | None:
+        """For a swapped-out request reached by vLLM's waiting loop: its swapped tokens as the local hit.
 
-        Pages come from the scheduler's (admission-wrapped) ``allocate_slots``, so a swap-in obeys the projected
-        pool and the watermark as any admission does. A swapped-in request moves to ``kv_holding_waiting``, which
-        vLLM's waiting loop drains first; it resumes from its computed tokens.
+        Pages for them are allocated now (admission-checked, not hashed until the request is admitted); the
+        allocation vLLM makes next for the rest of the request completes the swap-in, or undoes it when it fails.
+        ``None`` for a request that is not swapped out.
         """
-        sched = self.sched
-        if not self.records or sched._pause_state != PauseState.UNPAUSED:
+        rec = self.records.get(request.request_id)
+        if rec is None:
+            return None
+        kvm = self.sched.kv_cache_manager
+        empty = kvm.empty_kv_cache_blocks
+        del self.records[request.request_id]  # lets the allocation through the guard of :meth:`install`
+        blocks = kvm.allocate_slots(
+            request, rec.tokens, delay_cache_blocks=True, has_scheduled_reqs=bool(self.sched.running)
+        )
+        self.records[request.request_id] = rec
+        if blocks is None:
+            return empty, 0, 0, False
+        self._resuming[request.request_id] = rec
+        return empty, rec.tokens, 0, False
+
+    def _finish_swap_in(self, request: Request, ok: bool) -> None:
+        rid = request.request_id
+        rec = self._resuming.pop(rid)
+        if not ok:  # give the pages back; the request stays swapped out
+            self.sched.kv_cache_manager.free(request)
             return
-        holding = len(sched.kv_holding_waiting)
-        for request in list(sched.waiting):
-            rec = self.records.get(request.request_id)
-            if rec is None or request.status != RequestStatus.PREEMPTED:
-                break
-            if len(sched.running) + holding >= sched.max_num_running_reqs:
-                break
-            self._drop(request.request_id)  # lets the allocation through the guard of :meth:`install`
-            pages = sched.kv_cache_manager.allocate_slots(request, rec.tokens, has_scheduled_reqs=bool(sched.running))
-            if pages is None:
-                self.records[request.request_id] = rec
-                self.used_blocks += rec.pages
-                break
-            blocks = sched._manager.req_to_blocks[request.request_id]
-            step.swap_in[request.request_id] = [b.block_id for b in blocks[: rec.pages]]
-            request.num_computed_tokens = rec.tokens
-            sched.waiting.remove_request(request)
-            sched.kv_holding_waiting.add_request(request)
-            self.swaps_in += 1
-            holding += 1
+        blocks = self.sched._manager.req_to_blocks[rid]
+        self._step_in[rid] = [b.block_id for b in blocks[: rec.pages]]
+        self._drop(rid)
+        self.swaps_in += 1
+
+    def end_step(self, step: MementoStepData) -> None:
+        """Hand this step's swap-ins to the worker; undo any whose request vLLM did not go on to admit."""
+        for rid in list(self._resuming):
+            request = self.sched.requests.get(rid)
+            if request is not None:
+                self._finish_swap_in(request, ok=False)
+            else:
+                self._resuming.pop(rid)
+        step.swap_in.update(self._step_in)
+        self._step_in.clear()
 
     def forget(self, request_id: str, step: MementoStepData) -> bool:
         """Drop a swapped-out request that finished while waiting, and a copy of it not sent to the worker yet
