@@ -89,24 +89,13 @@ def _timed(client: Any, latencies: list[float]) -> Any:
 
 
 async def _agent(mode: str, url: str, backend: Any, episodes: list[Any], latency: float, out: dict[str, Any]) -> None:
-    from autogen_agentchat.agents import AssistantAgent
-    from autogen_agentchat.messages import TextMessage
-
-    from autogen_ext_memento.tasks import SYSTEM_PROMPT, FactTrackerEnv, score_answer
+    from autogen_ext_memento.tasks import FactTrackerEnv, play_tracker, score_answer
 
     for k, episode in enumerate(episodes):
         tool = _slow_tool(FactTrackerEnv(episode), latency)
         client = _timed(_client(mode, url, backend, f"{mode}-{id(episodes)}-{k}"), out["latencies"])
-        agent = AssistantAgent(
-            "tracker",
-            model_client=client,
-            tools=[tool],
-            system_message=SYSTEM_PROMPT,
-            max_tool_iterations=len(episode.pages) + 2,
-        )
-        result = await agent.run(task=episode.goal_text)
-        texts = [m.content for m in result.messages if isinstance(m, TextMessage) and m.source == "tracker"]
-        out["solved"] += int(score_answer(episode, texts[-1] if texts else "")[0])
+        answer = await play_tracker(episode, client, tool=tool)
+        out["solved"] += int(score_answer(episode, answer)[0])
         usage = client.total_usage()  # prefill (new tokens only) and completion tokens, both kinds of client
         out["prefill"] += usage.prompt_tokens
         out["completion"] += usage.completion_tokens

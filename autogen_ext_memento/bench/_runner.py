@@ -86,27 +86,13 @@ def summarize(runs: Sequence[EpisodeRun], kv_budget: int) -> MethodSummary:
 
 async def run_episode(backend: Any, method: Method, episode: Any, session_id: str, max_new_tokens: int) -> EpisodeRun:
     """Play one fact-tracker episode with an ``AssistantAgent`` whose context is the method's."""
-    from autogen_agentchat.agents import AssistantAgent
-    from autogen_agentchat.messages import TextMessage
-
     from ..client import MementoChatCompletionClient
-    from ..tasks import SYSTEM_PROMPT, FactTrackerEnv, score_answer
+    from ..tasks import play_tracker, score_answer
 
     client = MementoChatCompletionClient(backend, session_id=session_id, max_new_tokens=max_new_tokens)
-    env = FactTrackerEnv(episode)
-    agent = AssistantAgent(
-        "tracker",
-        model_client=client,
-        tools=[env.tool()],
-        system_message=SYSTEM_PROMPT,
-        model_context=method.context(client),
-        max_tool_iterations=len(episode.pages) + 2,
-    )
     t0 = time.perf_counter()
-    result = await agent.run(task=episode.goal_text)
+    answer = await play_tracker(episode, client, model_context=method.context(client))
     seconds = time.perf_counter() - t0
-    texts = [m.content for m in result.messages if isinstance(m, TextMessage) and m.source == "tracker"]
-    answer = texts[-1] if texts else ""
     correct, per_key = score_answer(episode, answer)
     stats = backend.stats(session_id)
     backend.close_session(session_id)

@@ -1,5 +1,6 @@
 """Synthetic long-horizon agent tasks in the real agent chat format (training data and evaluation environments)."""
 
+from ._agent import play_tracker
 from ._fact_tracker import (
     AGENT_NAME,
     END_CURSOR,
@@ -26,6 +27,7 @@ from ._fact_tracker import (
 )
 
 __all__ = [
+    "play_tracker",
     "AGENT_NAME",
     "END_CURSOR",
     "KEYS",

@@ -43,23 +43,9 @@ def _openai_client(url: str, **kwargs: Any) -> Any:
 
 
 async def _play(episode: Any, client: Any, *, stream: bool = False) -> str:
-    from autogen_agentchat.agents import AssistantAgent
-    from autogen_agentchat.messages import TextMessage
+    from autogen_ext_memento.tasks import play_tracker
 
-    from autogen_ext_memento.tasks import SYSTEM_PROMPT, FactTrackerEnv
-
-    env = FactTrackerEnv(episode)
-    agent = AssistantAgent(
-        "tracker",
-        model_client=client,
-        tools=[env.tool()],
-        system_message=SYSTEM_PROMPT,
-        max_tool_iterations=len(episode.pages) + 2,
-        model_client_stream=stream,
-    )
-    result = await agent.run(task=episode.goal_text)
-    texts = [m.content for m in result.messages if isinstance(m, TextMessage) and m.source == "tracker"]
-    return texts[-1] if texts else ""
+    return await play_tracker(episode, client, stream=stream)
 
 
 def _sessions(url: str, salt: str | None = None) -> list[dict[str, Any]]:
